@@ -1,0 +1,3 @@
+from bosun.cli.main import app
+
+app(prog_name="bosun")

@@ -1,0 +1,121 @@
+"""The catalog entry: everything Bosun needs to build, run and govern one MCP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# Server names become the prefix of every tool name clients see (`<server>__<tool>`), so they
+# must stay inside MCP's tool-name alphabet and can never contain the separator themselves.
+SERVER_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+ServerName = Annotated[str, StringConstraints(pattern=SERVER_NAME_PATTERN)]
+
+# Exact versions only: a range would let the same entry build different code on different days.
+_EXACT_VERSION = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*([-+.][0-9A-Za-z.]+)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the server's code comes from: one registry package at one exact version."""
+
+    type: Literal["pypi", "npm"]
+    package: Annotated[str, StringConstraints(min_length=1, max_length=214, pattern=r"^[@A-Za-z0-9._/-]+$")]
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not _EXACT_VERSION.match(v):
+            raise ValueError(f"must be an exact version such as 1.2.3, not {v!r}")
+        return v
+
+
+class SecretRef(_Strict):
+    """A secret the server needs; only this server ever receives it."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+    env: str
+    required: bool = True
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not _ENV_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid environment variable name")
+        return v
+
+
+class Network(_Strict):
+    """Egress the server may use. Empty means no network at all."""
+
+    allow_hosts: list[Annotated[str, StringConstraints(pattern=r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = []
+
+
+class MountRequest(_Strict):
+    """A host folder the server asks for; the user grants it with a host path at enable time."""
+
+    target: Annotated[str, StringConstraints(pattern=r"^/[^:]*$")]
+    description: str = ""
+    required: bool = False
+    writable: bool = False
+
+
+class Resources(_Strict):
+    memory_mb: int = Field(default=512, ge=32, le=65536)
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    pids: int = Field(default=128, ge=16, le=32768)
+
+
+class Entry(_Strict):
+    name: ServerName
+    title: str
+    description: str
+    source: Source
+    command: list[str] = Field(min_length=1)
+    args: list[str] = []
+    env: dict[str, str] = {}
+    secrets: list[SecretRef] = []
+    network: Network = Network()
+    mounts: list[MountRequest] = []
+    scope: Literal["shared", "session"] = "shared"
+    resources: Resources = Resources()
+    system_packages: list[str] = []
+    labels: list[str] = []
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"invalid environment variable name(s): {', '.join(bad)}")
+        return v
+
+    @field_validator("system_packages")
+    @classmethod
+    def _debian_names(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if not _DEBIAN_PACKAGE.match(p)]
+        if bad:
+            raise ValueError(f"invalid Debian package name(s): {', '.join(bad)}")
+        return v
+
+    @property
+    def base_image(self) -> str:
+        return "bosun/base-python:latest" if self.source.type == "pypi" else "bosun/base-node:latest"
+
+    @property
+    def image_tag(self) -> str:
+        return f"bosun/mcp-{self.name}:{self.source.version}"
+
+    def digest(self) -> str:
+        """A stable hash of everything that shapes the image; the lock uses it to skip rebuilds."""
+        shaping = {"source": self.source.model_dump(), "system_packages": sorted(self.system_packages)}
+        return "sha256:" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()

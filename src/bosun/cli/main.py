@@ -1,0 +1,368 @@
+"""``bosun``: run MCP servers in hardened containers behind one gateway, like ``docker run`` does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from bosun import logs
+from bosun.catalog.loader import Catalog, CatalogError, load_catalog
+from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
+from bosun.config import ConfigError, MountGrant, Settings
+from bosun.home import Home
+from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
+from bosun.images.build import build_entry, render_dockerfile
+from bosun.images.dockerbuild import ImageBuildError
+from bosun.images.lock import Lock
+from bosun.runtime import engine
+
+app = typer.Typer(
+    help=__doc__,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    epilog="Start here: [bold]bosun doctor[/], then [bold]bosun demo[/]. State lives in BOSUN_HOME (~/.bosun).",
+)
+engine_app = typer.Typer(help="Find, install and start the Docker Engine.", no_args_is_help=True)
+image_app = typer.Typer(help="Base images built from Debian, with no registry needed.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Catalog entries: what servers exist and how they are built.", no_args_is_help=True)
+server_app = typer.Typer(help="Which servers the gateway serves, and what they are granted.", no_args_is_help=True)
+gateway_app = typer.Typer(help="Run the MCP gateway that agents connect to.", no_args_is_help=True)
+tools_app = typer.Typer(help="List and call tools through the gateway.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+app.add_typer(image_app, name="image")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(server_app, name="server")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(tools_app, name="tools")
+
+
+def _home() -> Home:
+    return Home.default().ensure()
+
+
+def _catalog(home: Home) -> Catalog:
+    try:
+        return load_catalog([home.root / "catalog"])
+    except CatalogError as e:
+        fail("the catalog has invalid entries:\n" + str(e))
+
+
+def _engine(home: Home) -> Any:
+    try:
+        engine.ensure_engine(home.log_dir, progress_printer())
+        return engine.client()
+    except engine.EngineError as e:
+        fail(str(e))
+
+
+def _settings(home: Home) -> Settings:
+    try:
+        return Settings.load(home.config_file)
+    except ConfigError as e:
+        fail(str(e))
+
+
+# -- engine & doctor ---------------------------------------------------------------------------
+
+
+@engine_app.command("ensure")
+def engine_ensure() -> None:
+    """Use the running engine, or install Debian's docker.io and start dockerd, then wait for it."""
+    home = _home()
+    try:
+        info = engine.ensure_engine(home.log_dir, progress_printer())
+    except engine.EngineError as e:
+        fail(str(e))
+    console.print(f"engine {info.version} (API {info.api_version}, {info.storage_driver}, cgroup v{info.cgroup_version})")
+
+
+@app.command()
+def doctor(as_json: bool = JsonOpt) -> None:
+    """Check the engine, base images, built servers and state directory; print the fix for each gap."""
+    home = Home.default()
+    checks: list[dict[str, str]] = []
+
+    def check(name: str, ok: bool, detail: str, fix: str = "") -> None:
+        checks.append({"check": name, "status": "ok" if ok else "missing", "detail": detail, "fix": "" if ok else fix})
+
+    info = engine.probe()
+    check("engine", info is not None, f"Docker {info.version}" if info else "no engine answers", "bosun engine ensure")
+    check("state directory", home.root.exists(), str(home.root), f"mkdir -p {home.root}")
+    if info:
+        client = engine.client()
+        for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE):
+            check(f"image {ref}", image_exists(client, ref), ref, "bosun image base")
+        lock = Lock.load(home.lock_file)
+        for name in Settings.load(home.config_file).enabled():
+            locked = lock.images.get(name)
+            present = locked is not None and image_exists(client, locked.image_id)
+            check(f"server {name}", present, locked.tag if locked else "not built", f"bosun catalog build {name}")
+    check("debootstrap", shutil.which("debootstrap") is not None, "needed only to build base images",
+          "apt-get install -y debootstrap (bosun image base does this itself as root)")
+    table(checks, ["check", "status", "detail", "fix"], as_json)
+    if any(c["status"] != "ok" for c in checks):
+        raise typer.Exit(1)
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+@image_app.command("base")
+def image_base(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the images exist.")] = False,
+) -> None:
+    """Build bosun/base-debian (debootstrap + import), bosun/base-python and bosun/base-node (Node 22)."""
+    home = _home()
+    client = _engine(home)
+    try:
+        ids = ensure_base_images(client, home.cache_dir, progress_printer(), force=force)
+    except (RuntimeError, ImageBuildError) as e:
+        fail(str(e))
+    for ref, image_id in ids.items():
+        console.print(f"{ref}  {image_id[:19]}")
+
+
+# -- catalog -----------------------------------------------------------------------------------
+
+
+@catalog_app.command("ls")
+def catalog_ls(as_json: bool = JsonOpt) -> None:
+    """List catalog entries, whether each is built and enabled."""
+    home = _home()
+    lock = Lock.load(home.lock_file)
+    enabled = set(_settings(home).enabled())
+    rows = [
+        {
+            "name": e.name,
+            "title": e.title,
+            "source": f"{e.source.type}:{e.source.package}=={e.source.version}",
+            "scope": e.scope,
+            "built": "yes" if e.name in lock.images else "no",
+            "enabled": "yes" if e.name in enabled else "no",
+            "labels": ",".join(e.labels),
+        }
+        for e in _catalog(home)
+    ]
+    table(rows, ["name", "title", "source", "scope", "built", "enabled", "labels"], as_json)
+
+
+@catalog_app.command("show")
+def catalog_show(
+    name: str,
+    dockerfile: Annotated[bool, typer.Option("--dockerfile", help="Also print the Dockerfile Bosun builds.")] = False,
+) -> None:
+    """Show one entry in full (YAML-equivalent JSON)."""
+    entry = _catalog(_home()).entries.get(name)
+    if entry is None:
+        fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
+    console.print_json(entry.model_dump_json())
+    if dockerfile:
+        console.print(render_dockerfile(entry), markup=False, highlight=False)
+
+
+@catalog_app.command("build")
+def catalog_build(
+    names: Annotated[list[str] | None, typer.Argument(help="Entries to build.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Build every catalog entry.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the lock says it is current.")] = False,
+) -> None:
+    """Build bosun/mcp-NAME:VERSION images from the entries' pinned packages; unchanged ones are skipped."""
+    home = _home()
+    catalog = _catalog(home)
+    targets = [e.name for e in catalog] if all_ else list(names or [])
+    if not targets:
+        fail("name at least one entry, or pass --all")
+    unknown = [n for n in targets if n not in catalog.entries]
+    if unknown:
+        fail(f"not in the catalog: {', '.join(unknown)}; see `bosun catalog ls`")
+    client = _engine(home)
+    for name in targets:
+        try:
+            r = build_entry(client, catalog.entries[name], home.lock_file, home.cache_dir, progress_printer("  "), force)
+        except (ImageBuildError, RuntimeError) as e:
+            fail(str(e))
+        console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+@server_app.command("enable")
+def server_enable(
+    name: str,
+    mount: Annotated[
+        list[str] | None,
+        typer.Option("--mount", help="Grant a folder: HOST_PATH:/container/path[:rw] (read-only unless :rw)."),
+    ] = None,
+) -> None:
+    """Serve NAME through the gateway (a running gateway picks the change up within a second)."""
+    home = _home()
+    entry = _catalog(home).entries.get(name)
+    if entry is None:
+        fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
+    settings = _settings(home)
+    try:
+        settings.enable(entry, [MountGrant.parse(m) for m in mount or []])
+    except ConfigError as e:
+        fail(str(e))
+    settings.save(home.config_file)
+    console.print(f"enabled {name}")
+    missing = [m for m in entry.mounts if m.required and m.target not in {g.target for g in settings.servers[name].mounts}]
+    for m in missing:
+        err_console.print(f"note: {name} needs a folder at {m.target}: add `--mount HOST_PATH:{m.target}`")
+
+
+@server_app.command("disable")
+def server_disable(name: str) -> None:
+    """Stop serving NAME (its grants are kept for the next enable)."""
+    home = _home()
+    settings = _settings(home)
+    if name not in settings.servers:
+        fail(f"{name} is not enabled")
+    settings.servers[name].enabled = False
+    settings.save(home.config_file)
+    console.print(f"disabled {name}")
+
+
+@server_app.command("ls")
+def server_ls(as_json: bool = JsonOpt) -> None:
+    """List configured servers and their grants."""
+    settings = _settings(_home())
+    rows = [
+        {
+            "name": n,
+            "enabled": "yes" if s.enabled else "no",
+            "mounts": ", ".join(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in s.mounts),
+        }
+        for n, s in sorted(settings.servers.items())
+    ]
+    table(rows, ["name", "enabled", "mounts"], as_json)
+
+
+# -- ps ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def ps(as_json: bool = JsonOpt) -> None:
+    """List the server containers Bosun is running (label io.bosun.managed=true)."""
+    from bosun.runtime.docker import DockerBackend
+
+    _engine(_home())
+
+    async def go() -> list[dict[str, str]]:
+        return [
+            {"container": c.id[:12], "name": c.name, "server": c.server, "status": c.status,
+             "session": c.labels.get("io.bosun.session", ""), "gateway": c.labels.get("io.bosun.gateway", "")}
+            for c in await DockerBackend().list()
+        ]
+
+    table(anyio.run(go), ["container", "name", "server", "status", "session", "gateway"], as_json)
+
+
+# -- gateway -----------------------------------------------------------------------------------
+
+
+@gateway_app.command("run")
+def gateway_run(
+    transport: Annotated[str, typer.Option(help="stdio (for one local client) or http (streamable HTTP).")] = "stdio",
+    host: Annotated[str, typer.Option(help="HTTP: address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP: port.")] = 8811,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="HTTP: no bearer token (loopback testing only).")] = False,
+    allow_origin: Annotated[
+        list[str] | None, typer.Option("--allow-origin", help="HTTP: extra Origin allowed (browser clients).")
+    ] = None,
+    idle_timeout: Annotated[float, typer.Option(help="Stop a server container unused this many seconds.")] = 300,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint."""
+    from bosun.gateway.core import Gateway
+    from bosun.gateway.server import build_server
+    from bosun.gateway.transports import serve_http, serve_stdio
+    from bosun.runtime.docker import DockerBackend
+
+    if transport not in ("stdio", "http"):
+        fail(f"--transport must be stdio or http, not {transport!r}")
+    if no_auth and host not in ("127.0.0.1", "localhost", "::1"):
+        fail("--no-auth is only allowed when binding to loopback")
+    logs.setup(log_level)
+    home = _home()
+    _engine(home)
+    token: str | None = None
+    if transport == "http" and not no_auth:
+        token, created = home.gateway_token()
+        if created:
+            err_console.print(f"gateway token (shown once; kept in {home.token_file}): [bold]{token}[/]")
+
+    async def main() -> None:
+        async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout) as gw:
+            server = build_server(gw)
+            if transport == "stdio":
+                await serve_stdio(server)
+            else:
+                err_console.print(f"gateway listening on http://{host}:{port}/mcp (health: /healthz)")
+                await serve_http(gw, server, host, port, token, allow_origin)
+
+    anyio.run(main)
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+@tools_app.command("ls")
+def tools_ls(as_json: bool = JsonOpt) -> None:
+    """List tools through the running gateway, or an in-process one started for this command."""
+    from bosun.client import connect
+
+    home = _home()
+    _engine(home)
+
+    async def go() -> list[dict[str, Any]]:
+        async with connect(home) as (client, where):
+            err_console.print(f"via {where}", style="dim")
+            result = await client.list_tools()
+            return [{"name": t.name, "description": (t.description or "").split("\n")[0][:100]} for t in result.tools]
+
+    table(anyio.run(go), ["name", "description"], as_json)
+
+
+@tools_app.command("call")
+def tools_call(
+    name: Annotated[str, typer.Argument(help="Namespaced tool name, e.g. time__get_current_time.")],
+    args_json: Annotated[str, typer.Option("--json", help="Arguments as a JSON object.")] = "{}",
+) -> None:
+    """Call one tool and print its result as JSON; exits 2 when the tool reports an error."""
+    from bosun.client import connect
+
+    try:
+        arguments = json.loads(args_json)
+    except json.JSONDecodeError as e:
+        fail(f"--json is not valid JSON: {e}")
+    if not isinstance(arguments, dict):
+        fail("--json must be a JSON object, e.g. '{\"timezone\": \"UTC\"}'")
+    home = _home()
+    _engine(home)
+
+    async def go() -> Any:
+        async with connect(home) as (client, where):
+            err_console.print(f"via {where}", style="dim")
+            return await client.call_tool(name, arguments)
+
+    try:
+        result = anyio.run(go)
+    except Exception as e:
+        fail(f"{name}: {e}")
+    print(result.model_dump_json(indent=2, exclude_none=True, by_alias=True))
+    if result.is_error:
+        raise typer.Exit(2)
+
+
+@app.command()
+def demo() -> None:
+    """Build and enable time, memory and filesystem, start a gateway, and call each through MCP."""
+    from bosun.cli.demo import run_demo
+
+    run_demo(_home())

@@ -1,0 +1,374 @@
+"""The gateway's core: which servers are enabled, their upstreams, and routing by namespaced name.
+
+Transports (stdio, streamable HTTP) sit above this and know nothing of containers; the runtime
+backend sits below and knows nothing of MCP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import mcp.types as types
+from anyio.abc import TaskGroup
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import UriTemplate
+
+from bosun.catalog.loader import Catalog, load_catalog
+from bosun.catalog.models import Entry
+from bosun.config import Settings
+from bosun.gateway import names
+from bosun.gateway.upstream import Upstream, UpstreamError
+from bosun.home import Home
+from bosun.images.base import SERVER_UID
+from bosun.images.lock import Lock
+from bosun.runtime.backend import (
+    LABEL_GATEWAY,
+    LABEL_SESSION,
+    Backend,
+    ContainerInfo,
+    ContainerSpec,
+    Limits,
+    Mount,
+)
+
+log = logging.getLogger("bosun.gateway")
+
+SHARED = "shared"
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+R = TypeVar("R")
+
+
+def _gateway_id() -> str:
+    # host:pid lets the next gateway on this host tell a dead owner's containers from a live one's.
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_alive(gateway_label: str) -> bool:
+    host, _, rest = gateway_label.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # not ours to judge
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Route:
+    server: str
+    name: str  # the name the server itself uses
+
+
+class Gateway:
+    def __init__(self, home: Home, backend: Backend, *, idle_timeout_s: float = 300) -> None:
+        self.home = home
+        self.backend = backend
+        self.id = _gateway_id()
+        self.idle_timeout_s = idle_timeout_s
+        self.catalog: Catalog = load_catalog([home.root / "catalog"])
+        self.settings = Settings.load(home.config_file)
+        self._upstreams: dict[tuple[str, str], Upstream] = {}
+        self._tool_routes: dict[str, Route] = {}
+        self._prompt_routes: dict[str, Route] = {}
+        self._resource_routes: dict[str, str] = {}
+        self._template_routes: dict[str, str] = {}
+        self._seq = itertools.count(1)
+        self._tg: TaskGroup | None = None
+        self._config_mtime = self._mtime()
+        self.listeners: list[Callable[[], Awaitable[None]]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        await self.reap_orphans()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._watch_config)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            await self.stop_all()
+            # Anything a crashed start left behind is ours too: leave no container after exit.
+            for c in await self.backend.list({LABEL_GATEWAY: self.id}):
+                await self.backend.stop(c.id, timeout_s=0)
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(et, e, tb)
+
+    async def stop_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for up in self._upstreams.values():
+                tg.start_soon(up.stop)
+
+    async def reap_orphans(self) -> list[ContainerInfo]:
+        """Remove containers left by a gateway on this host that is no longer running."""
+        reaped = []
+        for c in await self.backend.list():
+            owner = c.labels.get(LABEL_GATEWAY, "")
+            if owner and not _owner_alive(owner):
+                log.info("reaping orphan container", extra={"server": c.server, "container": c.id[:12]})
+                await self.backend.stop(c.id, timeout_s=0)
+                reaped.append(c)
+        return reaped
+
+    def _mtime(self) -> float:
+        try:
+            return self.home.config_file.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    async def _watch_config(self) -> None:
+        """Pick up ``bosun server enable|disable`` made while running, and tell clients."""
+        while True:
+            await anyio.sleep(1)
+            mtime = self._mtime()
+            if mtime == self._config_mtime:
+                continue
+            self._config_mtime = mtime
+            try:
+                settings = Settings.load(self.home.config_file)
+            except ValueError as e:
+                log.error("ignoring invalid config: %s", e)
+                continue
+            before = set(self.settings.enabled())
+            self.settings = settings
+            for key in [k for k in self._upstreams if k[0] not in settings.enabled()]:
+                await self._upstreams.pop(key).stop()
+            if set(settings.enabled()) != before:
+                await self.notify_list_changed()
+
+    async def notify_list_changed(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                await listener()
+            except Exception:
+                self.listeners.remove(listener)
+
+    # -- upstreams ---------------------------------------------------------------------------
+
+    def enabled_entries(self) -> list[Entry]:
+        out = []
+        for name in self.settings.enabled():
+            try:
+                out.append(self.catalog.get(name))
+            except KeyError:
+                log.error("enabled server %r is not in the catalog; skipping", name)
+        return out
+
+    def _spec(self, entry: Entry, client: str) -> ContainerSpec:
+        locked = Lock.load(self.home.lock_file).images.get(entry.name)
+        if locked is None:
+            raise UpstreamError(f"{entry.name} has no image yet: run `bosun catalog build {entry.name}`")
+        if entry.network.allow_hosts:
+            raise UpstreamError(
+                f"{entry.name} needs network access to {', '.join(entry.network.allow_hosts)}, and egress "
+                "allowlists are not available in this version; it cannot start without network"
+            )
+        grants = self.settings.servers.get(entry.name)
+        mounts = grants.mounts if grants else []
+        granted = {m.target for m in mounts}
+        for req in entry.mounts:
+            if req.required and req.target not in granted:
+                raise UpstreamError(
+                    f"{entry.name} needs a folder at {req.target} ({req.description}): run "
+                    f"`bosun server enable {entry.name} --mount HOST_PATH:{req.target}`"
+                )
+        return ContainerSpec(
+            name=f"bosun-{entry.name}-{self.id.rsplit(':', 1)[1]}-{next(self._seq)}",
+            image=locked.image_id,
+            server=entry.name,
+            args=entry.args,
+            env=dict(entry.env),
+            mounts=[Mount(m.source, m.target, m.read_only) for m in mounts],
+            limits=Limits(entry.resources.memory_mb, entry.resources.cpus, entry.resources.pids),
+            user=f"{SERVER_UID}:{SERVER_UID}",
+            labels={LABEL_GATEWAY: self.id, LABEL_SESSION: client},
+        )
+
+    def upstream(self, server: str, client: str) -> Upstream:
+        if server not in self.settings.enabled():
+            raise MCPError(types.INVALID_PARAMS, f"server {server!r} is not enabled on this gateway")
+        entry = self.catalog.get(server)
+        key = (server, client if entry.scope == "session" else SHARED)
+        up = self._upstreams.get(key)
+        if up is None:
+            assert self._tg is not None, "use the gateway as an async context manager"
+            up = Upstream(
+                server,
+                self.backend,
+                lambda: self._spec(entry, key[1]),
+                self._tg,
+                idle_timeout_s=self.idle_timeout_s,
+                on_tools_changed=lambda: self._tg.start_soon(self.notify_list_changed) if self._tg else None,
+            )
+            self._upstreams[key] = up
+        return up
+
+    def upstreams(self) -> dict[tuple[str, str], Upstream]:
+        return dict(self._upstreams)
+
+    async def _each(self, client: str, fn: Callable[[Upstream], Awaitable[list[R]]]) -> list[R]:
+        """Run ``fn`` on every enabled server at once; one failing server never fails the listing."""
+        results: dict[str, list[R]] = {}
+
+        async def one(entry: Entry) -> None:
+            try:
+                results[entry.name] = await fn(self.upstream(entry.name, client))
+            except Exception as e:
+                log.warning("server left out of listing: %s", e, extra={"server": entry.name})
+
+        async with anyio.create_task_group() as tg:
+            for entry in self.enabled_entries():
+                tg.start_soon(one, entry)
+        return [item for name in sorted(results) for item in results[name]]
+
+    # -- tools -------------------------------------------------------------------------------
+
+    async def list_tools(self, client: str) -> list[types.Tool]:
+        async def tools_of(up: Upstream) -> list[types.Tool]:
+            out = []
+            for tool in await up.list_tools():
+                public = names.namespaced(up.name, tool.name)
+                self._tool_routes[public] = Route(up.name, tool.name)
+                out.append(tool.model_copy(update={"name": public}))
+            return out
+
+        return await self._each(client, tools_of)
+
+    async def _tool_route(self, client: str, public: str) -> Route:
+        route = self._tool_routes.get(public)
+        if route is None:
+            try:
+                server, _ = names.split(public)
+            except ValueError as e:
+                raise MCPError(types.INVALID_PARAMS, str(e)) from None
+            for tool in await self.upstream(server, client).list_tools():
+                self._tool_routes[names.namespaced(server, tool.name)] = Route(server, tool.name)
+            route = self._tool_routes.get(public)
+        if route is None:
+            raise MCPError(types.INVALID_PARAMS, f"unknown tool {public!r}")
+        return route
+
+    async def call_tool(
+        self, client: str, public: str, arguments: dict[str, Any] | None, progress: ProgressFn | None = None
+    ) -> types.CallToolResult:
+        route = await self._tool_route(client, public)
+        try:
+            session = await self.upstream(route.server, client).session()
+        except UpstreamError as e:
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
+        result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
+        if not isinstance(result, types.CallToolResult):
+            raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
+        return result
+
+    # -- prompts, resources, completion --------------------------------------------------------
+
+    async def list_prompts(self, client: str) -> list[types.Prompt]:
+        async def prompts_of(up: Upstream) -> list[types.Prompt]:
+            session = await up.session()
+            caps = session.server_capabilities
+            if caps is None or caps.prompts is None:
+                return []
+            out = []
+            for p in (await session.list_prompts()).prompts:
+                public = names.namespaced(up.name, p.name)
+                self._prompt_routes[public] = Route(up.name, p.name)
+                out.append(p.model_copy(update={"name": public}))
+            return out
+
+        return await self._each(client, prompts_of)
+
+    async def get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        route = self._prompt_routes.get(public)
+        if route is None:
+            await self.list_prompts(client)
+            route = self._prompt_routes.get(public)
+        if route is None:
+            raise MCPError(types.INVALID_PARAMS, f"unknown prompt {public!r}")
+        result = await (await self.upstream(route.server, client).session()).get_prompt(route.name, arguments)
+        if not isinstance(result, types.GetPromptResult):
+            raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered prompts/get with an unsupported result")
+        return result
+
+    async def list_resources(self, client: str) -> list[types.Resource]:
+        async def resources_of(up: Upstream) -> list[types.Resource]:
+            session = await up.session()
+            caps = session.server_capabilities
+            if caps is None or caps.resources is None:
+                return []
+            listed = (await session.list_resources()).resources
+            for r in listed:
+                self._resource_routes[str(r.uri)] = up.name
+            return listed
+
+        return await self._each(client, resources_of)
+
+    async def list_resource_templates(self, client: str) -> list[types.ResourceTemplate]:
+        async def templates_of(up: Upstream) -> list[types.ResourceTemplate]:
+            session = await up.session()
+            caps = session.server_capabilities
+            if caps is None or caps.resources is None:
+                return []
+            listed = (await session.list_resource_templates()).resource_templates
+            for t in listed:
+                self._template_routes[t.uri_template] = up.name
+            return listed
+
+        return await self._each(client, templates_of)
+
+    def _resource_server(self, uri: str) -> str | None:
+        if uri in self._resource_routes:
+            return self._resource_routes[uri]
+        for template, server in self._template_routes.items():
+            try:
+                if UriTemplate.parse(template).match(uri) is not None:
+                    return server
+            except ValueError:
+                continue
+        return None
+
+    async def read_resource(self, client: str, uri: str) -> types.ReadResourceResult:
+        server = self._resource_server(uri)
+        if server is None:
+            await self.list_resources(client)
+            await self.list_resource_templates(client)
+            server = self._resource_server(uri)
+        if server is None:
+            raise MCPError(types.INVALID_PARAMS, f"no enabled server offers resource {uri!r}")
+        result = await (await self.upstream(server, client).session()).read_resource(uri)
+        if not isinstance(result, types.ReadResourceResult):
+            raise MCPError(types.INTERNAL_ERROR, f"{server} answered resources/read with an unsupported result")
+        return result
+
+    async def complete(self, client: str, params: types.CompleteRequestParams) -> types.CompleteResult:
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            route = self._prompt_routes.get(ref.name)
+            if route is None:
+                raise MCPError(types.INVALID_PARAMS, f"unknown prompt {ref.name!r}")
+            server, ref = route.server, types.PromptReference(type="ref/prompt", name=route.name)
+        else:
+            found = self._template_routes.get(ref.uri)
+            if found is None:
+                raise MCPError(types.INVALID_PARAMS, f"unknown resource template {ref.uri!r}")
+            server = found
+        session = await self.upstream(server, client).session()
+        ctx = params.context.arguments if params.context else None
+        return await session.complete(ref, {params.argument.name: params.argument.value}, ctx)

@@ -1,0 +1,96 @@
+"""The MCP face of the gateway: one SDK ``Server`` whose handlers route into ``Gateway``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from typing import Any
+
+import mcp.types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
+
+import bosun
+from bosun.gateway.core import Gateway, ProgressFn
+
+log = logging.getLogger("bosun.gateway")
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+def client_key(ctx: Ctx) -> str:
+    """Who is asking: the HTTP session id when there is one, else the connection itself."""
+    request = ctx.request
+    headers = getattr(request, "headers", None)
+    if headers is not None and (sid := headers.get("mcp-session-id")):
+        return f"http:{sid}"
+    return f"conn:{id(ctx.session)}"
+
+
+def _progress_forwarder(ctx: Ctx) -> ProgressFn | None:
+    token = ctx.meta.get("progress_token") if isinstance(ctx.meta, dict) else getattr(ctx.meta, "progress_token", None)
+    if token is None:
+        return None
+
+    async def forward(progress: float, total: float | None, message: str | None) -> None:
+        with contextlib.suppress(Exception):
+            await ctx.session.send_progress_notification(
+                token, progress, total, message, related_request_id=str(ctx.request_id)
+            )
+
+    return forward
+
+
+def build_server(gateway: Gateway) -> Server[Any]:
+    sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+
+    async def tools_changed() -> None:
+        for s in list(sessions):
+            with contextlib.suppress(Exception):
+                await s.send_tool_list_changed()
+
+    gateway.listeners.append(tools_changed)
+
+    async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        sessions.add(ctx.session)
+        return types.ListToolsResult(tools=await gateway.list_tools(client_key(ctx)))
+
+    async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await gateway.call_tool(client_key(ctx), params.name, params.arguments, _progress_forwarder(ctx))
+
+    async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=await gateway.list_prompts(client_key(ctx)))
+
+    async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        return await gateway.get_prompt(client_key(ctx), params.name, params.arguments)
+
+    async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=await gateway.list_resources(client_key(ctx)))
+
+    async def list_templates(
+        ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=await gateway.list_resource_templates(client_key(ctx)))
+
+    async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        return await gateway.read_resource(client_key(ctx), str(params.uri))
+
+    async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+        return await gateway.complete(client_key(ctx), params)
+
+    return Server(
+        "bosun",
+        version=bosun.__version__,
+        title="Bosun gateway",
+        instructions="Tools are named <server>__<tool>; each server runs in its own hardened container.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_completion=complete,
+    )

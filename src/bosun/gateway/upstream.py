@@ -1,0 +1,240 @@
+"""One upstream MCP server in a container: started lazily, reused, restarted, stopped when idle.
+
+Layering follows the SDK: the backend gives bytes (``StdioChannel``), ``channel_transport``
+turns them into JSON-RPC messages, and the SDK's ``ClientSession`` speaks the protocol on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+import mcp.types as types
+from anyio.abc import TaskGroup
+from mcp import ClientSession
+from mcp.shared.message import SessionMessage
+
+from bosun.runtime.backend import Backend, ContainerInfo, ContainerSpec, StdioChannel
+
+log = logging.getLogger("bosun.upstream")
+server_log = logging.getLogger("bosun.server")
+
+_MAX_LINE = 16 * 1024 * 1024  # one JSON-RPC message; a server that streams more without a newline is broken
+
+
+class UpstreamError(RuntimeError):
+    """The server could not be started or reached; the message is safe to show a client."""
+
+
+@contextlib.asynccontextmanager
+async def channel_transport(
+    channel: StdioChannel, server: str
+) -> AsyncIterator[
+    tuple[
+        anyio.abc.ObjectReceiveStream[SessionMessage | Exception],
+        anyio.abc.ObjectSendStream[SessionMessage],
+    ]
+]:
+    """Newline-delimited JSON-RPC over a container's stdio, as the streams ``ClientSession`` takes."""
+    read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
+
+    async def reader() -> None:
+        buf = b""
+        async with read_send:
+            try:
+                while True:
+                    buf += await channel.receive()
+                    *lines, buf = buf.split(b"\n")
+                    if len(buf) > _MAX_LINE:
+                        log.error("server %s wrote an over-long line; dropping the connection", server)
+                        return
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        try:
+                            msg = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                        except ValueError:
+                            # Servers sometimes print banners to stdout; skip and record, never crash.
+                            server_log.warning("non-JSON-RPC stdout line", extra={"server": server, "line": line[:500]})
+                            continue
+                        await read_send.send(SessionMessage(msg))
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+
+    async def writer() -> None:
+        async with write_recv:
+            async for sm in write_recv:
+                data = sm.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+                try:
+                    await channel.send(data)
+                except (OSError, anyio.BrokenResourceError):
+                    return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        tg.start_soon(writer)
+        try:
+            yield read_recv, write_send
+        finally:
+            await write_send.aclose()
+            await channel.aclose()
+            tg.cancel_scope.cancel()
+
+
+@dataclass
+class _Live:
+    session: ClientSession
+    container: ContainerInfo
+    tools: list[types.Tool] | None = None
+
+
+SpecFactory = Callable[[], ContainerSpec]
+
+
+class Upstream:
+    """A server container and the MCP session to it, kept alive across calls.
+
+    The container is started by the first caller that needs it (never per call), watched for
+    exit, restarted with backoff when it dies, and stopped after ``idle_timeout_s`` unused.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        spec_factory: SpecFactory,
+        task_group: TaskGroup,
+        idle_timeout_s: float = 300,
+        on_tools_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._backend = backend
+        self._spec_factory = spec_factory
+        self._tg = task_group
+        self._idle_timeout_s = idle_timeout_s
+        self._on_tools_changed = on_tools_changed
+        self._live: _Live | None = None
+        self._start_lock = anyio.Lock()
+        self._stop = anyio.Event()
+        self._done: anyio.Event | None = None
+        self._last_used = time.monotonic()
+        self._crashes = 0
+        self.restarts = 0
+
+    @property
+    def container(self) -> ContainerInfo | None:
+        return self._live.container if self._live else None
+
+    async def session(self) -> ClientSession:
+        self._last_used = time.monotonic()
+        if self._live is None:
+            async with self._start_lock:
+                if self._live is None:
+                    await self._start()
+        assert self._live is not None
+        return self._live.session
+
+    async def _start(self) -> None:
+        if self._crashes:
+            # Back off a server that keeps dying young, so a crash loop cannot hammer the engine.
+            await anyio.sleep(min(0.25 * 2 ** (self._crashes - 1), 15))
+        ready = anyio.Event()
+        failure: list[BaseException] = []
+        self._stop = anyio.Event()
+        self._done = anyio.Event()
+        self._tg.start_soon(self._run, ready, failure, self._done)
+        await ready.wait()
+        if failure:
+            raise UpstreamError(f"server {self.name!r} failed to start: {failure[0]}") from failure[0]
+
+    async def _stderr(self, data: bytes) -> None:
+        for line in data.decode(errors="replace").splitlines():
+            if line.strip():
+                server_log.info(line, extra={"server": self.name})
+
+    async def _run(self, ready: anyio.Event, failure: list[BaseException], done: anyio.Event) -> None:
+        started = time.monotonic()
+        container: ContainerInfo | None = None
+        try:
+            container, channel = await self._backend.start(self._spec_factory(), self._stderr)
+            async with (
+                channel_transport(channel, self.name) as (read, write),
+                ClientSession(read, write, read_timeout_seconds=None, message_handler=self._on_message) as session,
+            ):
+                with anyio.fail_after(60):
+                    await session.initialize()
+                self._live = _Live(session, container)
+                log.info("started", extra={"server": self.name, "container": container.id[:12]})
+                ready.set()
+                await self._watch(container)
+        except Exception as e:
+            if not ready.is_set():
+                failure.append(e)
+            else:
+                log.warning("server connection ended: %s", e, extra={"server": self.name})
+        finally:
+            self._live = None
+            ready.set()
+            if container is not None:
+                self._crashes = self._crashes + 1 if time.monotonic() - started < 30 else 0
+                if not self._stop.is_set():
+                    self.restarts += 1
+                with anyio.CancelScope(shield=True):
+                    await self._backend.stop(container.id, timeout_s=2)
+            done.set()
+
+    async def _watch(self, container: ContainerInfo) -> None:
+        """Return when asked to stop, when idle too long, or when the container has exited."""
+        while not self._stop.is_set():
+            with anyio.move_on_after(2):
+                await self._stop.wait()
+            if time.monotonic() - self._last_used > self._idle_timeout_s:
+                log.info("stopping idle server", extra={"server": self.name})
+                self._stop.set()
+                return
+            try:
+                state = (await self._backend.inspect(container.id)).get("State", {})
+            except Exception:
+                return
+            if isinstance(state, dict) and not state.get("Running", False):
+                log.warning("container exited (code %s); will restart on next use", state.get("ExitCode"),
+                            extra={"server": self.name})
+                return
+
+    async def _on_message(self, message: object) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message, types.ToolListChangedNotification
+        ):
+            if self._live:
+                self._live.tools = None
+            if self._on_tools_changed:
+                self._on_tools_changed()
+
+    async def list_tools(self) -> list[types.Tool]:
+        session = await self.session()
+        live = self._live
+        if live is not None and live.tools is not None:
+            return live.tools
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+            tools += page.tools
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        if live is not None:
+            live.tools = tools
+        return tools
+
+    async def stop(self) -> None:
+        self._stop.set()
+        # Wait for _run to leave, so the container is really gone when we return.
+        if self._done is not None:
+            with anyio.move_on_after(15):
+                await self._done.wait()

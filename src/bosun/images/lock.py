@@ -1,0 +1,41 @@
+"""The lock file: which image id each catalog entry was built into, and from what."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class LockedImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str
+    image_id: str
+    entry_digest: str
+    base_image_id: str
+    built_at: datetime
+
+
+class Lock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    images: dict[str, LockedImage] = {}
+
+    @classmethod
+    def load(cls, path: Path) -> Lock:
+        if not path.exists():
+            return cls()
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, path: Path) -> None:
+        """Atomically: a crash mid-write must never leave a lock that does not parse."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lock-")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.model_dump_json(indent=2))
+        os.replace(tmp, path)

@@ -1,0 +1,85 @@
+"""The one interface every container backend implements; the gateway never talks to an engine directly."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Container labels are a contract: `bosun ps`, orphan reaping and other tools select on them.
+LABEL_SERVER = "io.bosun.server"
+LABEL_SESSION = "io.bosun.session"
+LABEL_GATEWAY = "io.bosun.gateway"
+LABEL_MANAGED = "io.bosun.managed"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    cpus: float
+    pids: int
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one server container. Hardening is not optional, so not here."""
+
+    name: str
+    image: str
+    server: str
+    args: list[str]
+    limits: Limits
+    user: str
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    server: str
+    image: str
+    status: str
+    labels: dict[str, str]
+    started_at: str
+
+
+class StdioChannel(Protocol):
+    """A container's stdin and stdout as byte streams."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes:
+        """The next stdout bytes; raises ``anyio.EndOfStream`` when the container's stdout closes."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+StderrSink = Callable[[bytes], Awaitable[None] | None]
+
+
+class Backend(Protocol):
+    async def start(self, spec: ContainerSpec, on_stderr: StderrSink) -> tuple[ContainerInfo, StdioChannel]:
+        """Create, attach to and start a container; stdout arrives on the channel, stderr at ``on_stderr``."""
+        ...
+
+    async def stop(self, container_id: str, timeout_s: float = 5) -> None:
+        """Stop and remove the container; a container already gone is not an error."""
+        ...
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]: ...
+
+    async def inspect(self, container_id: str) -> dict[str, object]: ...
+
+    async def logs(self, container_id: str, tail: int = 100) -> str: ...

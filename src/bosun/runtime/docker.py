@@ -1,0 +1,165 @@
+"""The Docker Engine backend.
+
+Control calls (create, start, inspect, list) go through ``docker-py`` on a worker thread: they
+are rare and docker-py is the best-kept client. The hot path, a container's stdio, is the
+engine's hijacked attach socket driven directly by asyncio, so a tool call never waits on a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import docker
+from docker.errors import APIError
+
+from bosun.runtime.backend import (
+    LABEL_MANAGED,
+    LABEL_SERVER,
+    ContainerInfo,
+    ContainerSpec,
+    StderrSink,
+)
+
+T = TypeVar("T")
+
+# Docker multiplexes a non-TTY container's stdout and stderr on one stream in frames:
+# one byte stream id, three zero bytes, a big-endian u32 length, then the payload.
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_STDOUT, _STDERR = 1, 2
+
+
+def hardened_host_config(api: docker.APIClient, spec: ContainerSpec) -> dict[str, Any]:
+    """The host config every server container gets; see docs for why each setting is there."""
+    return dict(
+        api.create_host_config(
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
+            network_mode="none",
+            mem_limit=f"{spec.limits.memory_mb}m",
+            memswap_limit=f"{spec.limits.memory_mb}m",
+            nano_cpus=int(spec.limits.cpus * 1e9),
+            pids_limit=spec.limits.pids,
+            ipc_mode="private",
+            binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+            init=True,
+        )
+    )
+
+
+class DockerStdio:
+    """A container's attach socket as an ``StdioChannel``; stderr frames go to a sink."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_stderr: StderrSink):
+        self._reader = reader
+        self._writer = writer
+        self._on_stderr = on_stderr
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def receive(self) -> bytes:
+        while True:
+            try:
+                header = await self._reader.readexactly(_FRAME_HEADER.size)
+                stream, size = _FRAME_HEADER.unpack(header)
+                payload = await self._reader.readexactly(size)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                raise anyio.EndOfStream from None
+            if stream == _STDOUT:
+                return payload
+            if stream == _STDERR:
+                maybe = self._on_stderr(payload)
+                if maybe is not None:
+                    await maybe
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self._writer.close()
+            await self._writer.wait_closed()
+
+
+def _info(c: dict[str, Any]) -> ContainerInfo:
+    labels = c.get("Labels") or c.get("Config", {}).get("Labels") or {}
+    name = c.get("Name") or (c.get("Names") or ["?"])[0]
+    state = c.get("State")
+    return ContainerInfo(
+        id=c["Id"],
+        name=name.lstrip("/"),
+        server=labels.get(LABEL_SERVER, "?"),
+        image=c.get("ImageID") or c.get("Image", ""),
+        status=state.get("Status", "?") if isinstance(state, dict) else str(c.get("Status", state)),
+        labels=labels,
+        started_at=state.get("StartedAt", "") if isinstance(state, dict) else str(c.get("Created", "")),
+    )
+
+
+class DockerBackend:
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client or docker.from_env(timeout=60)
+        self._api: docker.APIClient = self._client.api
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    async def start(self, spec: ContainerSpec, on_stderr: StderrSink) -> tuple[ContainerInfo, DockerStdio]:
+        labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels}
+        created = await self._run(
+            self._api.create_container,
+            image=spec.image,
+            command=spec.args,
+            name=spec.name,
+            user=spec.user,
+            environment=spec.env,
+            labels=labels,
+            stdin_open=True,
+            tty=False,
+            host_config=hardened_host_config(self._api, spec),
+        )
+        cid = created["Id"]
+        try:
+            # Attach before start so not one byte of the server's first output is lost.
+            raw = await self._run(
+                self._api.attach_socket, cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            sock: socket.socket = getattr(raw, "_sock", raw)
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+            await self._run(self._api.start, cid)
+            inspected = await self._run(self._api.inspect_container, cid)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.stop(cid, timeout_s=0)
+            raise
+        return _info(inspected), DockerStdio(reader, writer, on_stderr)
+
+    async def stop(self, container_id: str, timeout_s: float = 5) -> None:
+        try:
+            await self._run(self._api.stop, container_id, timeout=int(timeout_s))
+            await self._run(self._api.remove_container, container_id, force=True)
+        except APIError as e:
+            # Gone already (404), or another caller's removal is under way (409): both mean done.
+            if e.status_code not in (404, 409):
+                raise
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]:
+        selector = {LABEL_MANAGED: "true", **(labels or {})}
+        found = await self._run(
+            self._api.containers, all=True, filters={"label": [f"{k}={v}" for k, v in selector.items()]}
+        )
+        return [_info(c) for c in found]
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        return dict(await self._run(self._api.inspect_container, container_id))
+
+    async def logs(self, container_id: str, tail: int = 100) -> str:
+        out = await self._run(self._api.logs, container_id, tail=tail)
+        return out.decode(errors="replace") if isinstance(out, bytes) else str(out)
