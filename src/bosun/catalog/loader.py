@@ -42,9 +42,7 @@ def parse_entry(text: str, origin: str) -> Entry:
     try:
         return Entry.model_validate(data)
     except ValidationError as e:
-        raise CatalogError(
-            [f"{origin}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]
-        ) from None
+        raise CatalogError([f"{origin}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]) from None
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,7 @@ class Catalog:
 
 def _builtin_files() -> list[tuple[str, str]]:
     root = resources.files("bosun.catalog") / "builtin"
-    return sorted(
-        (f"builtin/{f.name}", f.read_text()) for f in root.iterdir() if f.name.endswith((".yaml", ".yml"))
-    )
+    return sorted((f"builtin/{f.name}", f.read_text()) for f in root.iterdir() if f.name.endswith((".yaml", ".yml")))
 
 
 def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:

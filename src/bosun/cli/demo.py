@@ -66,7 +66,9 @@ def _prepare(home: Home) -> None:
     console.rule("2. servers")
     files = home.root / "demo-files"
     files.mkdir(exist_ok=True)
-    (files / "welcome.txt").write_text("Hello from the host. This folder is mounted read-only into the filesystem server.\n")
+    (files / "welcome.txt").write_text(
+        "Hello from the host. This folder is mounted read-only into the filesystem server.\n"
+    )
     settings = Settings.load(home.config_file)
     for name in DEMO_SERVERS:
         grants = [MountGrant(source=files, target="/projects", read_only=True)] if name == "filesystem" else []
@@ -118,7 +120,9 @@ def run_demo(home: Home) -> None:
         console.print(f"gateway pid {proc.pid} at {base}/mcp (log: {log_path})")
         t0 = time.monotonic()
         anyio.run(_calls, f"{base}/mcp", token, health["gateway"])
-        console.print(f"calls done in {time.monotonic() - t0:.1f}s (the first call to each server starts its container)")
+        console.print(
+            f"calls done in {time.monotonic() - t0:.1f}s (the first call to each server starts its container)"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -77,7 +77,9 @@ def engine_ensure() -> None:
         info = engine.ensure_engine(home.log_dir, progress_printer())
     except engine.EngineError as e:
         fail(str(e))
-    console.print(f"engine {info.version} (API {info.api_version}, {info.storage_driver}, cgroup v{info.cgroup_version})")
+    console.print(
+        f"engine {info.version} (API {info.api_version}, {info.storage_driver}, cgroup v{info.cgroup_version})"
+    )
 
 
 @app.command()
@@ -101,8 +103,12 @@ def doctor(as_json: bool = JsonOpt) -> None:
             locked = lock.images.get(name)
             present = locked is not None and image_exists(client, locked.image_id)
             check(f"server {name}", present, locked.tag if locked else "not built", f"bosun catalog build {name}")
-    check("debootstrap", shutil.which("debootstrap") is not None, "needed only to build base images",
-          "apt-get install -y debootstrap (bosun image base does this itself as root)")
+    check(
+        "debootstrap",
+        shutil.which("debootstrap") is not None,
+        "needed only to build base images",
+        "apt-get install -y debootstrap (bosun image base does this itself as root)",
+    )
     table(checks, ["check", "status", "detail", "fix"], as_json)
     if any(c["status"] != "ok" for c in checks):
         raise typer.Exit(1)
@@ -182,7 +188,9 @@ def catalog_build(
     client = _engine(home)
     for name in targets:
         try:
-            r = build_entry(client, catalog.entries[name], home.lock_file, home.cache_dir, progress_printer("  "), force)
+            r = build_entry(
+                client, catalog.entries[name], home.lock_file, home.cache_dir, progress_printer("  "), force
+            )
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
@@ -211,7 +219,9 @@ def server_enable(
         fail(str(e))
     settings.save(home.config_file)
     console.print(f"enabled {name}")
-    missing = [m for m in entry.mounts if m.required and m.target not in {g.target for g in settings.servers[name].mounts}]
+    missing = [
+        m for m in entry.mounts if m.required and m.target not in {g.target for g in settings.servers[name].mounts}
+    ]
     for m in missing:
         err_console.print(f"note: {name} needs a folder at {m.target}: add `--mount HOST_PATH:{m.target}`")
 
@@ -255,8 +265,14 @@ def ps(as_json: bool = JsonOpt) -> None:
 
     async def go() -> list[dict[str, str]]:
         return [
-            {"container": c.id[:12], "name": c.name, "server": c.server, "status": c.status,
-             "session": c.labels.get("io.bosun.session", ""), "gateway": c.labels.get("io.bosun.gateway", "")}
+            {
+                "container": c.id[:12],
+                "name": c.name,
+                "server": c.server,
+                "status": c.status,
+                "session": c.labels.get("io.bosun.session", ""),
+                "gateway": c.labels.get("io.bosun.gateway", ""),
+            }
             for c in await DockerBackend().list()
         ]
 
@@ -342,7 +358,7 @@ def tools_call(
     except json.JSONDecodeError as e:
         fail(f"--json is not valid JSON: {e}")
     if not isinstance(arguments, dict):
-        fail("--json must be a JSON object, e.g. '{\"timezone\": \"UTC\"}'")
+        fail('--json must be a JSON object, e.g. \'{"timezone": "UTC"}\'')
     home = _home()
     _engine(home)
 

@@ -17,13 +17,13 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instea
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def progress_printer(prefix: str = "") -> Callable[[str], None]:
     def show(line: str) -> None:
-        err_console.print(f"{prefix}{line}", style="dim", highlight=False, markup=False)
+        err_console.print(f"{prefix}{line}", style="dim", highlight=False, markup=False, soft_wrap=True)
 
     return show
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import anyio
 import mcp.types as types
 from anyio.abc import TaskGroup
+from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
@@ -43,7 +44,6 @@ from bosun.runtime.backend import (
 log = logging.getLogger("bosun.gateway")
 
 SHARED = "shared"
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 R = TypeVar("R")
 
 
@@ -215,10 +215,14 @@ class Gateway:
                 lambda: self._spec(entry, key[1]),
                 self._tg,
                 idle_timeout_s=self.idle_timeout_s,
-                on_tools_changed=lambda: self._tg.start_soon(self.notify_list_changed) if self._tg else None,
+                on_tools_changed=self._tools_changed,
             )
             self._upstreams[key] = up
         return up
+
+    def _tools_changed(self) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self.notify_list_changed)
 
     def upstreams(self) -> dict[tuple[str, str], Upstream]:
         return dict(self._upstreams)
@@ -268,10 +272,11 @@ class Gateway:
     async def call_tool(
         self, client: str, public: str, arguments: dict[str, Any] | None, progress: ProgressFn | None = None
     ) -> types.CallToolResult:
-        route = await self._tool_route(client, public)
         try:
+            route = await self._tool_route(client, public)
             session = await self.upstream(route.server, client).session()
         except UpstreamError as e:
+            # A tool error, not a protocol error: the agent should see why and carry on.
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
         result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
         if not isinstance(result, types.CallToolResult):

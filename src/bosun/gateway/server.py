@@ -11,9 +11,10 @@ import mcp.types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
+from mcp.shared.dispatcher import ProgressFnT
 
 import bosun
-from bosun.gateway.core import Gateway, ProgressFn
+from bosun.gateway.core import Gateway
 
 log = logging.getLogger("bosun.gateway")
 
@@ -29,7 +30,7 @@ def client_key(ctx: Ctx) -> str:
     return f"conn:{id(ctx.session)}"
 
 
-def _progress_forwarder(ctx: Ctx) -> ProgressFn | None:
+def _progress_forwarder(ctx: Ctx) -> ProgressFnT | None:
     token = ctx.meta.get("progress_token") if isinstance(ctx.meta, dict) else getattr(ctx.meta, "progress_token", None)
     if token is None:
         return None
@@ -72,7 +73,9 @@ def build_server(gateway: Gateway) -> Server[Any]:
     async def list_templates(
         ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=await gateway.list_resource_templates(client_key(ctx)))
+        return types.ListResourceTemplatesResult(
+            resource_templates=await gateway.list_resource_templates(client_key(ctx))
+        )
 
     async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         return await gateway.read_resource(client_key(ctx), str(params.uri))

@@ -65,7 +65,10 @@ class BearerAuth:
             got = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(got, self._expected):
                 response = JSONResponse(
-                    {"error": "unauthorized", "hint": "send Authorization: Bearer <token from BOSUN_HOME/gateway.token>"},
+                    {
+                        "error": "unauthorized",
+                        "hint": "send Authorization: Bearer <token from BOSUN_HOME/gateway.token>",
+                    },
                     status_code=401,
                     headers={"WWW-Authenticate": 'Bearer realm="bosun"'},
                 )

@@ -202,14 +202,15 @@ class Upstream:
             except Exception:
                 return
             if isinstance(state, dict) and not state.get("Running", False):
-                log.warning("container exited (code %s); will restart on next use", state.get("ExitCode"),
-                            extra={"server": self.name})
+                log.warning(
+                    "container exited (code %s); will restart on next use",
+                    state.get("ExitCode"),
+                    extra={"server": self.name},
+                )
                 return
 
     async def _on_message(self, message: object) -> None:
-        if isinstance(message, types.ServerNotification) and isinstance(
-            message, types.ToolListChangedNotification
-        ):
+        if isinstance(message, types.ToolListChangedNotification):
             if self._live:
                 self._live.tools = None
             if self._on_tools_changed:

@@ -126,5 +126,3 @@ def ensure_base_images(
         with tempfile.TemporaryDirectory(dir=cache_dir) as work:
             build(client, _NODE_DOCKERFILE, BASE_NODE, progress, extra_files=_node_context(Path(work), progress))
     return {ref: str(client.images.get(ref).id) for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE)}
-
-

@@ -1,0 +1,118 @@
+"""Fixtures on the real engine. Without an engine these tests skip locally and FAIL in CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from _util import bosun_cmd, env_for
+
+from bosun.catalog.loader import load_catalog
+from bosun.config import MountGrant, Settings
+from bosun.gateway.core import Gateway
+from bosun.home import Home
+from bosun.images.build import build_entry
+from bosun.runtime import engine
+from bosun.runtime.backend import LABEL_GATEWAY
+from bosun.runtime.docker import DockerBackend
+
+SERVERS = ("time", "memory", "filesystem", "everything")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    if engine.probe() is None:
+        msg = "no Docker Engine answers (run `bosun engine ensure`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; CI requires one", pytrace=False)
+        pytest.skip(msg)
+    c = engine.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def built_home(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Home:
+    """A BOSUN_HOME with the test servers built (engine layer cache makes repeat builds quick)."""
+    home = Home(tmp_path_factory.mktemp("bosun-home")).ensure()
+    catalog = load_catalog()
+    shared_cache = Home.default().cache_dir  # base images are already built by scripts/test
+    for name in SERVERS:
+        build_entry(docker_client, catalog.get(name), home.lock_file, shared_cache, lambda _m: None)
+    return home
+
+
+@pytest.fixture
+def home(built_home: Home, tmp_path: Path) -> Home:
+    """A fresh home per test that shares the built images (lock) but not settings or tokens."""
+    h = Home(tmp_path / "home").ensure()
+    shutil.copy(built_home.lock_file, h.lock_file)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "note.txt").write_text("mounted read-only\n")
+    settings = Settings()
+    catalog = load_catalog()
+    for name in ("time", "memory", "filesystem"):
+        grants = [MountGrant(source=files, target="/projects")] if name == "filesystem" else []
+        settings.enable(catalog.get(name), grants)
+    settings.save(h.config_file)
+    return h
+
+
+@pytest.fixture
+async def gateway(home: Home) -> AsyncIterator[Gateway]:
+    async with Gateway(home, DockerBackend(), idle_timeout_s=300) as gw:
+        yield gw
+    left = await DockerBackend().list({LABEL_GATEWAY: gw.id})
+    assert left == [], f"containers left after gateway exit: {[c.name for c in left]}"
+
+
+@dataclass
+class HttpGateway:
+    url: str
+    base: str
+    token: str
+    proc: subprocess.Popen[bytes]
+    home: Home
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_gateway(home: Home) -> Iterator[HttpGateway]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port)),
+        env=env_for(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, "gateway exited during start"
+        assert time.monotonic() < deadline, "gateway did not become healthy"
+        time.sleep(0.2)
+    token, _ = home.gateway_token()
+    yield HttpGateway(f"{base}/mcp", base, token, proc, home)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)

@@ -1,0 +1,161 @@
+"""The real ``bosun gateway run`` process, driven by the official MCP SDK client over stdio and HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+from _util import bosun_cmd, env_for, run_bosun
+from conftest import HttpGateway
+from mcp import Client, StdioServerParameters
+
+from bosun.client import http_client
+from bosun.config import Settings
+from bosun.home import Home
+from bosun.runtime.backend import LABEL_GATEWAY
+from bosun.runtime.docker import DockerBackend
+
+pytestmark = pytest.mark.anyio
+
+
+def _text(result: object) -> str:
+    return " ".join(getattr(c, "text", "") for c in getattr(result, "content", []))
+
+
+async def _exercise(client: Client) -> None:
+    names = {t.name for t in (await client.list_tools()).tools}
+    assert {"time__get_current_time", "memory__create_entities", "filesystem__read_text_file"} <= names
+    assert all("__" in n for n in names)
+    assert '"timezone": "UTC"' in _text(await client.call_tool("time__get_current_time", {"timezone": "UTC"}))
+    await client.call_tool(
+        "memory__create_entities", {"entities": [{"name": "n1", "entityType": "t", "observations": ["o"]}]}
+    )
+    assert "n1" in _text(await client.call_tool("memory__read_graph", {}))
+    assert _text(await client.call_tool("filesystem__read_text_file", {"path": "/projects/note.txt"})) == (
+        "mounted read-only\n"
+    )
+
+
+async def test_stdio_gateway_with_sdk_client(home: Home) -> None:
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params) as client:
+        await _exercise(client)
+    await _assert_no_containers_soon()
+
+
+async def test_resources_prompts_and_list_changed_through_gateway(home: Home) -> None:
+    s = Settings.load(home.config_file)
+    s.servers["everything"] = s.servers["time"].model_copy()
+    s.save(home.config_file)
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params) as client:
+        assert "everything__echo" in {t.name for t in (await client.list_tools()).tools}
+        assert _text(await client.call_tool("everything__echo", {"message": "hi"})).endswith("hi")
+        prompts = (await client.list_prompts()).prompts
+        assert prompts and all(p.name.startswith("everything__") for p in prompts)
+        simple = next(p for p in prompts if not p.arguments)
+        got = await client.get_prompt(simple.name)
+        assert got.messages
+        resources = (await client.list_resources()).resources
+        assert resources
+        read = await client.read_resource(str(resources[0].uri))
+        assert read.contents
+        # Disabling a server while clients are connected removes its tools from the next listing.
+        run_bosun(home, "server", "disable", "everything")
+        with anyio.fail_after(10):
+            while any(t.name.startswith("everything__") for t in (await client.list_tools()).tools):
+                await anyio.sleep(0.3)
+
+
+async def _assert_no_containers_soon() -> None:
+    backend = DockerBackend()
+    with anyio.fail_after(20):
+        while [c for c in await backend.list() if c.labels.get(LABEL_GATEWAY)]:
+            await anyio.sleep(0.25)
+
+
+@pytest.fixture
+async def http_session(http_gateway: HttpGateway) -> AsyncIterator[Client]:
+    async with http_client(http_gateway.url, http_gateway.token) as client:
+        yield client
+
+
+async def test_http_gateway_with_sdk_client(http_gateway: HttpGateway, http_session: Client) -> None:
+    await _exercise(http_session)
+    # The gateway's own record of where it runs, which `bosun tools` uses to find it.
+    assert json.loads(http_gateway.home.gateway_file.read_text())["pid"] == http_gateway.proc.pid
+
+
+def _rpc(gw: HttpGateway, body: str | bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    h = {
+        "Authorization": f"Bearer {gw.token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        **(headers or {}),
+    }
+    return httpx.post(gw.url, content=body, headers=h, timeout=10)
+
+
+INIT = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+)
+
+
+async def test_http_refuses_missing_or_wrong_token(http_gateway: HttpGateway) -> None:
+    r = _rpc(http_gateway, INIT, {"Authorization": ""})
+    assert r.status_code == 401
+    assert "Bearer" in r.headers["www-authenticate"]
+    assert _rpc(http_gateway, INIT, {"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{http_gateway.base}/healthz").status_code == 200  # public by design
+    assert _rpc(http_gateway, INIT).status_code == 200
+
+
+async def test_http_refuses_foreign_origin(http_gateway: HttpGateway) -> None:
+    assert _rpc(http_gateway, INIT, {"Origin": "http://evil.test"}).status_code == 403
+    assert _rpc(http_gateway, INIT, {"Origin": http_gateway.base}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"{not json",
+        b"\xff\xfe\x00",
+        b'{"jsonrpc":"2.0","id":1}',
+        b'{"jsonrpc":"1.0","id":1,"method":"initialize"}',
+        b"[]",
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":"nope"}',
+    ],
+)
+async def test_malformed_jsonrpc_is_refused_and_gateway_keeps_serving(
+    http_gateway: HttpGateway, http_session: Client, garbage: bytes
+) -> None:
+    r = _rpc(http_gateway, garbage)
+    assert 400 <= r.status_code < 500 or "error" in r.text
+    assert http_gateway.proc.poll() is None
+    assert '"timezone": "UTC"' in _text(await http_session.call_tool("time__get_current_time", {"timezone": "UTC"}))
+
+
+async def test_unknown_tool_is_an_error_not_a_crash(http_session: Client) -> None:
+    for name in ("nosuch__tool", "time__nosuch", "no-separator"):
+        with pytest.raises(Exception, match=r"not enabled|unknown tool|not a gateway tool name"):
+            await http_session.call_tool(name, {})
+    assert '"timezone"' in _text(await http_session.call_tool("time__get_current_time", {"timezone": "UTC"}))
+
+
+async def test_http_gateway_exit_leaves_no_containers(home: Home, http_gateway: HttpGateway) -> None:
+    async with http_client(http_gateway.url, http_gateway.token) as client:
+        await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+    assert await DockerBackend().list()
+    http_gateway.proc.send_signal(signal.SIGTERM)
+    assert http_gateway.proc.wait(timeout=30) == 0
+    await _assert_no_containers_soon()

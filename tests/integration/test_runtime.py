@@ -1,0 +1,137 @@
+"""Server containers on the real engine: hardening, reuse, restart, cleanup and orphan reaping."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import anyio
+import docker
+import pytest
+from _util import bosun_cmd, env_for
+
+from bosun.gateway.core import Gateway
+from bosun.home import Home
+from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION
+from bosun.runtime.docker import DockerBackend
+
+pytestmark = pytest.mark.anyio
+
+
+async def _time_call(gw: Gateway) -> str:
+    result = await gw.call_tool("t", "time__get_current_time", {"timezone": "UTC"})
+    assert not result.is_error, result
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_every_server_container_is_hardened(gateway: Gateway, docker_client: docker.DockerClient) -> None:
+    await _time_call(gateway)
+    await gateway.call_tool("t", "filesystem__list_allowed_directories", {})
+    for (server, _), up in gateway.upstreams().items():
+        assert up.container is not None
+        attrs = docker_client.api.inspect_container(up.container.id)
+        host, config = attrs["HostConfig"], attrs["Config"]
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"], server
+        assert "no-new-privileges:true" in host["SecurityOpt"], server
+        assert host["ReadonlyRootfs"] is True, server
+        assert "/tmp" in host["Tmpfs"] and "noexec" in host["Tmpfs"]["/tmp"], server
+        assert host["NetworkMode"] == "none", server
+        assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0, server
+        assert host["Privileged"] is False, server
+        assert config["User"] == "10001:10001", server
+        assert config["Labels"][LABEL_SERVER] == server
+        assert config["Labels"][LABEL_MANAGED] == "true"
+        assert config["Labels"][LABEL_GATEWAY] == gateway.id
+        assert config["Labels"][LABEL_SESSION] == "shared"
+        # What the process really runs as, from inside: not root, no effective capabilities.
+        top = docker_client.api.exec_create(up.container.id, ["sh", "-c", "id -u; grep CapEff /proc/self/status"])
+        out = docker_client.api.exec_start(top).decode()
+        assert out.splitlines()[0] == "10001"
+        assert "0000000000000000" in out
+
+
+async def test_filesystem_mount_is_read_only(gateway: Gateway) -> None:
+    result = await gateway.call_tool("t", "filesystem__read_text_file", {"path": "/projects/note.txt"})
+    assert result.content[0].text == "mounted read-only\n"  # type: ignore[union-attr]
+    write = await gateway.call_tool("t", "filesystem__write_file", {"path": "/projects/x.txt", "content": "no"})
+    assert write.is_error
+
+
+async def test_containers_are_reused_across_calls(gateway: Gateway) -> None:
+    await _time_call(gateway)
+    first = gateway.upstreams()[("time", "shared")].container
+    for _ in range(5):
+        await _time_call(gateway)
+    assert gateway.upstreams()[("time", "shared")].container == first
+    assert len(await DockerBackend().list({LABEL_SERVER: "time", LABEL_GATEWAY: gateway.id})) == 1
+
+
+async def test_killed_container_is_restarted_on_next_call(gateway: Gateway, docker_client: docker.DockerClient) -> None:
+    await _time_call(gateway)
+    up = gateway.upstreams()[("time", "shared")]
+    assert up.container is not None
+    old = up.container.id
+    docker_client.api.kill(old)
+    with anyio.fail_after(20):
+        while up.container is not None:  # the watcher notices the exit
+            await anyio.sleep(0.1)
+    assert "UTC" in await _time_call(gateway)
+    assert up.container is not None and up.container.id != old
+    assert up.restarts == 1
+
+
+async def test_idle_server_is_stopped(home: Home) -> None:
+    async with Gateway(home, DockerBackend(), idle_timeout_s=1) as gw:
+        await _time_call(gw)
+        with anyio.fail_after(15):
+            while await DockerBackend().list({LABEL_GATEWAY: gw.id}):
+                await anyio.sleep(0.2)
+        assert "UTC" in await _time_call(gw)  # and comes back on demand
+
+
+async def test_server_that_needs_network_fails_to_start_with_a_reason(home: Home) -> None:
+    (home.root / "catalog").mkdir()
+    entry = (
+        "name: time\ntitle: T\ndescription: d\n"
+        "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
+        "command: [mcp-server-time]\nnetwork: {allow_hosts: ['api.internal.test:443']}\n"
+    )
+    (home.root / "catalog" / "time.yaml").write_text(entry)
+    async with Gateway(home, DockerBackend()) as gw:
+        result = await gw.call_tool("t", "time__get_current_time", {})
+        assert result.is_error
+        assert "needs network access to api.internal.test:443" in result.content[0].text  # type: ignore[union-attr]
+        # The other servers are unaffected.
+        assert any(t.name.startswith("memory__") for t in await gw.list_tools("t"))
+
+
+async def test_orphans_of_a_killed_gateway_are_reaped(home: Home) -> None:
+    proc = subprocess.Popen(
+        bosun_cmd("gateway", "run", "--transport", "stdio"),
+        env=env_for(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin and proc.stdout
+    init = (
+        '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+        '"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
+        '{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+        '{"jsonrpc":"2.0","id":2,"method":"tools/list"}\n'
+    )
+    proc.stdin.write(init.encode())
+    proc.stdin.flush()
+    proc.stdout.readline()
+    proc.stdout.readline()  # the tools/list answer: containers are running now
+    backend = DockerBackend()
+    mine = [c for c in await backend.list() if c.labels.get(LABEL_GATEWAY, "").split(":")[1:2] == [str(proc.pid)]]
+    assert mine, "the gateway started no containers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    async with Gateway(home, backend) as gw:
+        ids = {c.id for c in await backend.list()}
+        assert not ids & {c.id for c in mine}
+        del gw
