@@ -90,20 +90,39 @@ async def test_idle_server_is_stopped(home: Home) -> None:
         assert "UTC" in await _time_call(gw)  # and comes back on demand
 
 
-async def test_server_that_needs_network_fails_to_start_with_a_reason(home: Home) -> None:
-    (home.root / "catalog").mkdir()
-    entry = (
+def _override_time_entry(home: Home, extra: str) -> None:
+    """A user catalog entry named `time` that replaces the built-in one (same image)."""
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / "time.yaml").write_text(
         "name: time\ntitle: T\ndescription: d\n"
         "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
-        "command: [mcp-server-time]\nnetwork: {allow_hosts: ['api.internal.test:443']}\n"
+        "command: [mcp-server-time]\n" + extra
     )
-    (home.root / "catalog" / "time.yaml").write_text(entry)
+
+
+async def test_server_that_needs_network_fails_to_start_with_a_reason(home: Home) -> None:
+    _override_time_entry(home, "network: {allow_hosts: ['api.internal.test:443']}\n")
     async with Gateway(home, DockerBackend()) as gw:
         result = await gw.call_tool("t", "time__get_current_time", {})
         assert result.is_error
         assert "needs network access to api.internal.test:443" in result.content[0].text  # type: ignore[union-attr]
         # The other servers are unaffected.
         assert any(t.name.startswith("memory__") for t in await gw.list_tools("t"))
+
+
+async def test_session_scoped_server_gets_one_container_per_client(home: Home) -> None:
+    _override_time_entry(home, "scope: session\n")
+    backend = DockerBackend()
+    async with Gateway(home, backend) as gw:
+        for client in ("alice", "bob", "alice"):
+            result = await gw.call_tool(client, "time__get_current_time", {"timezone": "UTC"})
+            assert not result.is_error
+        containers = await backend.list({LABEL_SERVER: "time", LABEL_GATEWAY: gw.id})
+        assert sorted(c.labels[LABEL_SESSION] for c in containers) == ["alice", "bob"]
+        # A shared server still has exactly one.
+        await gw.call_tool("alice", "memory__read_graph", {})
+        await gw.call_tool("bob", "memory__read_graph", {})
+        assert len(await backend.list({LABEL_SERVER: "memory", LABEL_GATEWAY: gw.id})) == 1
 
 
 async def test_orphans_of_a_killed_gateway_are_reaped(home: Home) -> None:
