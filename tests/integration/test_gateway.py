@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import httpx
+import mcp.types as types
 import pytest
 from _util import bosun_cmd, env_for, run_bosun
 from conftest import HttpGateway
@@ -159,3 +160,41 @@ async def test_http_gateway_exit_leaves_no_containers(home: Home, http_gateway: 
     http_gateway.proc.send_signal(signal.SIGTERM)
     assert http_gateway.proc.wait(timeout=30) == 0
     await _assert_no_containers_soon()
+
+
+async def test_server_requests_and_progress_reach_the_calling_client(home: Home) -> None:
+    s = Settings.load(home.config_file)
+    s.servers["everything"] = s.servers["time"].model_copy()
+    s.save(home.config_file)
+    asked: list[str] = []
+
+    async def sampling(ctx: object, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="answer from the client's LLM"), model="fake"
+        )
+
+    async def elicitation(ctx: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append("elicitation")
+        return types.ElicitResult(action="accept", content={"name": "Ada", "check": True})
+
+    progress: list[float] = []
+
+    async def on_progress(p: float, total: float | None, message: str | None) -> None:
+        progress.append(p)
+
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params, sampling_callback=sampling, elicitation_callback=elicitation, mode="legacy") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        # everything registers these only for a client that can answer them: the gateway advertises it.
+        assert {"everything__trigger-sampling-request", "everything__trigger-elicitation-request"} <= names
+        r = await client.call_tool("everything__trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+        assert "answer from the client's LLM" in _text(r)
+        r = await client.call_tool("everything__trigger-elicitation-request", {})
+        assert "Name: Ada" in _text(r)
+        assert asked == ["sampling", "elicitation"]
+        r = await client.call_tool(
+            "everything__trigger-long-running-operation", {"duration": 1, "steps": 3}, progress_callback=on_progress
+        )
+        assert not r.is_error
+        assert progress == [1, 2, 3]

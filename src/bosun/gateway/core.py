@@ -27,6 +27,7 @@ from bosun.catalog.loader import Catalog, load_catalog
 from bosun.catalog.models import Entry
 from bosun.config import Settings
 from bosun.gateway import names
+from bosun.gateway.downstream import Downstream
 from bosun.gateway.upstream import Upstream, UpstreamError
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
@@ -270,15 +271,22 @@ class Gateway:
         return route
 
     async def call_tool(
-        self, client: str, public: str, arguments: dict[str, Any] | None, progress: ProgressFn | None = None
+        self,
+        client: str,
+        public: str,
+        arguments: dict[str, Any] | None,
+        progress: ProgressFn | None = None,
+        downstream: Downstream | None = None,
     ) -> types.CallToolResult:
         try:
             route = await self._tool_route(client, public)
-            session = await self.upstream(route.server, client).session()
+            upstream = self.upstream(route.server, client)
+            session = await upstream.session()
         except UpstreamError as e:
             # A tool error, not a protocol error: the agent should see why and carry on.
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
-        result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
+        with upstream.relay.serving(downstream):
+            result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
         if not isinstance(result, types.CallToolResult):
             raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
         return result

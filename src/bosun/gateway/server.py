@@ -15,6 +15,7 @@ from mcp.shared.dispatcher import ProgressFnT
 
 import bosun
 from bosun.gateway.core import Gateway
+from bosun.gateway.downstream import Downstream
 
 log = logging.getLogger("bosun.gateway")
 
@@ -59,7 +60,10 @@ def build_server(gateway: Gateway) -> Server[Any]:
         return types.ListToolsResult(tools=await gateway.list_tools(client_key(ctx)))
 
     async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await gateway.call_tool(client_key(ctx), params.name, params.arguments, _progress_forwarder(ctx))
+        downstream = Downstream(ctx.session, ctx.request_id)
+        return await gateway.call_tool(
+            client_key(ctx), params.name, params.arguments, _progress_forwarder(ctx), downstream
+        )
 
     async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=await gateway.list_prompts(client_key(ctx)))

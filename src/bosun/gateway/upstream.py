@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from mcp import ClientSession
 from mcp.shared.message import SessionMessage
 
+from bosun.gateway.downstream import Relay
 from bosun.runtime.backend import Backend, ContainerInfo, ContainerSpec, StdioChannel
 
 log = logging.getLogger("bosun.upstream")
@@ -125,6 +126,7 @@ class Upstream:
         self._last_used = time.monotonic()
         self._crashes = 0
         self.restarts = 0
+        self.relay = Relay(name)
 
     @property
     def container(self) -> ContainerInfo | None:
@@ -164,7 +166,16 @@ class Upstream:
             container, channel = await self._backend.start(self._spec_factory(), self._stderr)
             async with (
                 channel_transport(channel, self.name) as (read, write),
-                ClientSession(read, write, read_timeout_seconds=None, message_handler=self._on_message) as session,
+                ClientSession(
+                    read,
+                    write,
+                    read_timeout_seconds=None,
+                    message_handler=self._on_message,
+                    sampling_callback=self.relay.sampling,
+                    elicitation_callback=self.relay.elicitation,
+                    list_roots_callback=self.relay.list_roots,
+                    logging_callback=self.relay.logging,
+                ) as session,
             ):
                 with anyio.fail_after(60):
                     await session.initialize()
