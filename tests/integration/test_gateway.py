@@ -162,7 +162,9 @@ async def test_http_gateway_exit_leaves_no_containers(home: Home, http_gateway: 
     await _assert_no_containers_soon()
 
 
-async def test_server_requests_and_progress_reach_the_calling_client(home: Home) -> None:
+@pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["handshake-era", "2026-era"])
+async def test_server_requests_and_progress_reach_the_calling_client(home: Home, mode: str) -> None:
+    """Handshake-era clients get back-channel requests; 2026-era clients get InputRequiredResult rounds."""
     s = Settings.load(home.config_file)
     s.servers["everything"] = s.servers["time"].model_copy()
     s.save(home.config_file)
@@ -184,7 +186,7 @@ async def test_server_requests_and_progress_reach_the_calling_client(home: Home)
         progress.append(p)
 
     params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
-    async with Client(params, sampling_callback=sampling, elicitation_callback=elicitation, mode="legacy") as client:
+    async with Client(params, sampling_callback=sampling, elicitation_callback=elicitation, mode=mode) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         # everything registers these only for a client that can answer them: the gateway advertises it.
         assert {"everything__trigger-sampling-request", "everything__trigger-elicitation-request"} <= names

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from bosun.catalog.loader import Catalog, load_catalog
 from bosun.catalog.models import Entry
 from bosun.config import Settings
 from bosun.gateway import names
-from bosun.gateway.downstream import Downstream
+from bosun.gateway.downstream import Downstream, InputBridge
 from bosun.gateway.upstream import Upstream, UpstreamError
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
@@ -86,6 +87,7 @@ class Gateway:
         self._prompt_routes: dict[str, Route] = {}
         self._resource_routes: dict[str, str] = {}
         self._template_routes: dict[str, str] = {}
+        self._bridges: dict[str, InputBridge] = {}
         self._seq = itertools.count(1)
         self._tg: TaskGroup | None = None
         self._config_mtime = self._mtime()
@@ -290,6 +292,49 @@ class Gateway:
         if not isinstance(result, types.CallToolResult):
             raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
         return result
+
+    async def call_tool_bridged(
+        self,
+        client: str,
+        params: types.CallToolRequestParams,
+        progress: ProgressFn | None,
+        downstream: Downstream,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """``tools/call`` for a 2026-era client: server requests become ``InputRequiredResult`` rounds."""
+        token = params.request_state
+        if token is not None:
+            bridge = self._bridges.get(token)
+            if bridge is None or bridge.owner != client:
+                raise MCPError(types.INVALID_PARAMS, "unknown or expired request_state")
+            bridge.answer(params.input_responses or {})
+        else:
+            token = secrets.token_urlsafe(18)
+            bridge = self._bridges[token] = InputBridge(client)
+            bridged = Downstream(downstream.session, downstream.request_id, bridge)
+            assert self._tg is not None
+            self._tg.start_soon(self._run_bridged, token, bridge, client, params, progress, bridged)
+        outcome = await bridge.next()
+        if isinstance(outcome, types.CallToolResult):
+            self._bridges.pop(token, None)
+            return outcome
+        return types.InputRequiredResult(input_requests=outcome, request_state=token)
+
+    async def _run_bridged(
+        self,
+        token: str,
+        bridge: InputBridge,
+        client: str,
+        params: types.CallToolRequestParams,
+        progress: ProgressFn | None,
+        downstream: Downstream,
+    ) -> None:
+        try:
+            bridge.finish(await self.call_tool(client, params.name, params.arguments, progress, downstream))
+        except Exception as e:
+            bridge.finish(e)
+        # A client that never collects the outcome must not leak it.
+        await anyio.sleep(bridge.answer_timeout_s)
+        self._bridges.pop(token, None)
 
     # -- prompts, resources, completion --------------------------------------------------------
 

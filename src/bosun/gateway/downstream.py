@@ -3,16 +3,23 @@
 An upstream server may ask its client for an LLM completion, for user input, or for roots
 while handling a call. Behind a gateway its client is the gateway; the real answer must come
 from the agent whose request is being served, and from no other agent.
+
+Two kinds of client exist. A handshake-era client takes such requests on a back channel, so
+they are forwarded as they come. A 2026-07-28 client has no back channel: the call must end in
+an ``InputRequiredResult`` and the client retries it with the answers. ``InputBridge`` keeps the
+upstream call running across those round trips.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import mcp.types as types
 from mcp.client.session import ClientRequestContext
 from mcp.server.session import ServerSession
@@ -25,12 +32,71 @@ log = logging.getLogger("bosun.gateway")
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
+class _Slot:
+    def __init__(self, request: types.InputRequest) -> None:
+        self.request = request
+        self.sent = False
+        self.answered = anyio.Event()
+        self.response: types.InputResponse | None = None
+
+
+class InputBridge:
+    """One upstream call serving a 2026-era client across ``InputRequiredResult`` round trips."""
+
+    def __init__(self, owner: str, answer_timeout_s: float = 600) -> None:
+        self.owner = owner
+        self.answer_timeout_s = answer_timeout_s
+        self._slots: dict[str, _Slot] = {}
+        self._wake = anyio.Event()
+        self.outcome: types.CallToolResult | BaseException | None = None
+
+    async def ask(self, request: types.InputRequest, result_type: type[ResultT]) -> ResultT | types.ErrorData:
+        """Called from the upstream's callback: park until the client's retry brings the answer."""
+        key = uuid.uuid4().hex[:12]
+        slot = self._slots[key] = _Slot(request)
+        self._wake.set()
+        with anyio.move_on_after(self.answer_timeout_s):
+            await slot.answered.wait()
+        self._slots.pop(key, None)
+        if slot.response is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message="the client did not answer in time")
+        return result_type.model_validate(slot.response.model_dump(by_alias=True, exclude_none=True))
+
+    def finish(self, outcome: types.CallToolResult | BaseException) -> None:
+        self.outcome = outcome
+        self._wake.set()
+
+    def answer(self, responses: types.InputResponses) -> None:
+        unknown = set(responses) - set(self._slots)
+        if unknown:
+            raise MCPError(types.INVALID_PARAMS, f"no pending input request with key(s) {', '.join(sorted(unknown))}")
+        for key, response in responses.items():
+            self._slots[key].response = response
+            self._slots[key].answered.set()
+
+    async def next(self) -> types.CallToolResult | types.InputRequests:
+        """The call's outcome once it has one, or the input requests the client has not yet seen."""
+        while True:
+            if self.outcome is not None:
+                if isinstance(self.outcome, BaseException):
+                    raise self.outcome
+                return self.outcome
+            fresh = {k: s.request for k, s in self._slots.items() if not s.sent}
+            if fresh:
+                for k in fresh:
+                    self._slots[k].sent = True
+                return fresh
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+
 @dataclass(frozen=True)
 class Downstream:
-    """One client request being served: the client's session and that request's id."""
+    """One client request being served: the client's session, that request's id, and its era."""
 
     session: ServerSession
     request_id: types.RequestId | None
+    bridge: InputBridge | None = None
 
 
 class Relay:
@@ -71,6 +137,8 @@ class Relay:
         target = self._target()
         if isinstance(target, types.ErrorData):
             return target
+        if target.bridge is not None:
+            return await target.bridge.ask(request, result_type)
         try:
             return await target.session.send_request(
                 request, result_type, metadata=ServerMessageMetadata(related_request_id=target.request_id)

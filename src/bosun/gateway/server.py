@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import weakref
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import mcp.types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.session import ServerSession
 from mcp.shared.dispatcher import ProgressFnT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import bosun
 from bosun.gateway.core import Gateway
@@ -22,13 +23,28 @@ log = logging.getLogger("bosun.gateway")
 Ctx = ServerRequestContext[Any, Any]
 
 
+def connection_of(ctx: Ctx) -> object:
+    """The client connection behind a request.
+
+    SDK 2.x builds a new ``ServerSession`` per request, so only the connection identifies a
+    client across requests; the SDK has no public accessor for it from a handler's context yet.
+    """
+    return getattr(ctx.session, "_connection", ctx.session)
+
+
 def client_key(ctx: Ctx) -> str:
-    """Who is asking: the HTTP session id when there is one, else the connection itself."""
-    request = ctx.request
-    headers = getattr(request, "headers", None)
-    if headers is not None and (sid := headers.get("mcp-session-id")):
-        return f"http:{sid}"
-    return f"conn:{id(ctx.session)}"
+    """Who is asking: the HTTP session id, else the bearer identity (stateless HTTP), else the one local client.
+
+    A stdio gateway serves exactly one client, and 2026-era requests each arrive on a
+    connection of their own, so neither a session nor a connection object identifies it.
+    """
+    headers = getattr(ctx.request, "headers", None)
+    if headers is not None:
+        if sid := headers.get("mcp-session-id"):
+            return f"http:{sid}"
+        auth = headers.get("authorization", "")
+        return "bearer:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
+    return "local"
 
 
 def _progress_forwarder(ctx: Ctx) -> ProgressFnT | None:
@@ -46,21 +62,26 @@ def _progress_forwarder(ctx: Ctx) -> ProgressFnT | None:
 
 
 def build_server(gateway: Gateway) -> Server[Any]:
-    sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+    # Connections, not sessions: a session object lives for one request only.
+    connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     async def tools_changed() -> None:
-        for s in list(sessions):
+        for conn in list(connections):
             with contextlib.suppress(Exception):
-                await s.send_tool_list_changed()
+                await conn.send_tool_list_changed()
 
     gateway.listeners.append(tools_changed)
 
     async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        sessions.add(ctx.session)
+        connections.add(connection_of(ctx))
         return types.ListToolsResult(tools=await gateway.list_tools(client_key(ctx)))
 
-    async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         downstream = Downstream(ctx.session, ctx.request_id)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return await gateway.call_tool_bridged(client_key(ctx), params, _progress_forwarder(ctx), downstream)
         return await gateway.call_tool(
             client_key(ctx), params.name, params.arguments, _progress_forwarder(ctx), downstream
         )
