@@ -54,7 +54,14 @@ async def test_resources_prompts_and_list_changed_through_gateway(home: Home) ->
     s.servers["everything"] = s.servers["time"].model_copy()
     s.save(home.config_file)
     params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
-    async with Client(params) as client:
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    # Handshake era: its connection lasts, so the gateway can notify it of list changes.
+    async with Client(params, message_handler=on_message, mode="legacy") as client:
         assert "everything__echo" in {t.name for t in (await client.list_tools()).tools}
         assert _text(await client.call_tool("everything__echo", {"message": "hi"})).endswith("hi")
         prompts = (await client.list_prompts()).prompts
@@ -62,12 +69,19 @@ async def test_resources_prompts_and_list_changed_through_gateway(home: Home) ->
         simple = next(p for p in prompts if not p.arguments)
         got = await client.get_prompt(simple.name)
         assert got.messages
+        done = await client.complete(
+            types.PromptReference(type="ref/prompt", name="everything__completable-prompt"),
+            {"name": "department", "value": "S"},
+        )
+        assert done.completion.values == ["Sales", "Support"]
         resources = (await client.list_resources()).resources
         assert resources
         read = await client.read_resource(str(resources[0].uri))
         assert read.contents
         # Disabling a server while clients are connected removes its tools from the next listing.
         run_bosun(home, "server", "disable", "everything")
+        with anyio.fail_after(10):
+            await changed.wait()
         with anyio.fail_after(10):
             while any(t.name.startswith("everything__") for t in (await client.list_tools()).tools):
                 await anyio.sleep(0.3)

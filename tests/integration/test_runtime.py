@@ -90,14 +90,32 @@ async def test_idle_server_is_stopped(home: Home) -> None:
         assert "UTC" in await _time_call(gw)  # and comes back on demand
 
 
-def _override_time_entry(home: Home, extra: str) -> None:
+def _override_time_entry(home: Home, extra: str, command: str = "[mcp-server-time]") -> None:
     """A user catalog entry named `time` that replaces the built-in one (same image)."""
     (home.root / "catalog").mkdir(exist_ok=True)
     (home.root / "catalog" / "time.yaml").write_text(
         "name: time\ntitle: T\ndescription: d\n"
         "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
-        "command: [mcp-server-time]\n" + extra
+        f"command: {command}\n" + extra
     )
+
+
+async def test_server_that_prints_garbage_on_stdout_still_works(home: Home) -> None:
+    noisy = "[sh, -c, 'echo this is not JSON-RPC; echo {broken; exec mcp-server-time']"
+    _override_time_entry(home, "", command=noisy)
+    async with Gateway(home, DockerBackend()) as gw:
+        assert "UTC" in await _time_call(gw)
+
+
+async def test_server_that_dies_at_start_is_an_error_and_others_keep_serving(home: Home) -> None:
+    _override_time_entry(home, "", command="[sh, -c, 'echo dying >&2; exit 3']")
+    async with Gateway(home, DockerBackend()) as gw:
+        with anyio.fail_after(60):
+            result = await gw.call_tool("t", "time__get_current_time", {})
+        assert result.is_error
+        assert "failed to start" in result.content[0].text  # type: ignore[union-attr]
+        memory = await gw.call_tool("t", "memory__read_graph", {})
+        assert not memory.is_error
 
 
 async def test_server_that_needs_network_fails_to_start_with_a_reason(home: Home) -> None:

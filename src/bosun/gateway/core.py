@@ -196,6 +196,8 @@ class Gateway:
             name=f"bosun-{entry.name}-{self.id.rsplit(':', 1)[1]}-{next(self._seq)}",
             image=locked.image_id,
             server=entry.name,
+            # Explicit, so an edited command takes effect without waiting for a rebuild.
+            command=entry.command,
             args=entry.args,
             env=dict(entry.env),
             mounts=[Mount(m.source, m.target, m.read_only) for m in mounts],
@@ -429,4 +431,4 @@ class Gateway:
             server = found
         session = await self.upstream(server, client).session()
         ctx = params.context.arguments if params.context else None
-        return await session.complete(ref, {params.argument.name: params.argument.value}, ctx)
+        return await session.complete(ref, params.argument.model_dump(), ctx)

@@ -35,6 +35,7 @@ class ContainerSpec:
     name: str
     image: str
     server: str
+    command: list[str]
     args: list[str]
     limits: Limits
     user: str

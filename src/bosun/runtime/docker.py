@@ -116,6 +116,7 @@ class DockerBackend:
         created = await self._run(
             self._api.create_container,
             image=spec.image,
+            entrypoint=spec.command,
             command=spec.args,
             name=spec.name,
             user=spec.user,
