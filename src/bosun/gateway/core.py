@@ -342,9 +342,8 @@ class Gateway:
 
     async def list_prompts(self, client: str) -> list[types.Prompt]:
         async def prompts_of(up: Upstream) -> list[types.Prompt]:
-            session = await up.session()
-            caps = session.server_capabilities
-            if caps is None or caps.prompts is None:
+            session = await up.session_offering("prompts")
+            if session is None:
                 return []
             out = []
             for p in (await session.list_prompts()).prompts:
@@ -369,9 +368,8 @@ class Gateway:
 
     async def list_resources(self, client: str) -> list[types.Resource]:
         async def resources_of(up: Upstream) -> list[types.Resource]:
-            session = await up.session()
-            caps = session.server_capabilities
-            if caps is None or caps.resources is None:
+            session = await up.session_offering("resources")
+            if session is None:
                 return []
             listed = (await session.list_resources()).resources
             for r in listed:
@@ -382,9 +380,8 @@ class Gateway:
 
     async def list_resource_templates(self, client: str) -> list[types.ResourceTemplate]:
         async def templates_of(up: Upstream) -> list[types.ResourceTemplate]:
-            session = await up.session()
-            caps = session.server_capabilities
-            if caps is None or caps.resources is None:
+            session = await up.session_offering("resources")
+            if session is None:
                 return []
             listed = (await session.list_resource_templates()).resource_templates
             for t in listed:

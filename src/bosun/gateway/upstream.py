@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import mcp.types as types
@@ -140,6 +141,12 @@ class Upstream:
                     await self._start()
         assert self._live is not None
         return self._live.session
+
+    async def session_offering(self, capability: Literal["prompts", "resources"]) -> ClientSession | None:
+        """The session if the server declared ``capability`` at initialization, else None."""
+        session = await self.session()
+        caps = session.server_capabilities
+        return session if caps is not None and getattr(caps, capability) is not None else None
 
     async def _start(self) -> None:
         if self._crashes:
