@@ -39,6 +39,7 @@ async def test_every_server_container_is_hardened(gateway: Gateway, docker_clien
         assert host["NetworkMode"] == "none", server
         assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0, server
         assert host["Privileged"] is False, server
+        assert host["LogConfig"]["Type"] == "none", server  # stdout is the MCP stream: keep no copy
         assert config["User"] == "10001:10001", server
         assert config["Labels"][LABEL_SERVER] == server
         assert config["Labels"][LABEL_MANAGED] == "true"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import shutil
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -19,6 +23,7 @@ from bosun.images.build import build_entry, render_dockerfile
 from bosun.images.dockerbuild import ImageBuildError
 from bosun.images.lock import Lock
 from bosun.runtime import engine
+from bosun.secrets.store import SecretError, SecretStore
 
 app = typer.Typer(
     help=__doc__,
@@ -32,12 +37,16 @@ catalog_app = typer.Typer(help="Catalog entries: what servers exist and how they
 server_app = typer.Typer(help="Which servers the gateway serves, and what they are granted.", no_args_is_help=True)
 gateway_app = typer.Typer(help="Run the MCP gateway that agents connect to.", no_args_is_help=True)
 tools_app = typer.Typer(help="List and call tools through the gateway.", no_args_is_help=True)
+secret_app = typer.Typer(
+    help="Secrets, encrypted at rest; each reaches only the servers that declare it.", no_args_is_help=True
+)
 app.add_typer(engine_app, name="engine")
 app.add_typer(image_app, name="image")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(server_app, name="server")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(tools_app, name="tools")
+app.add_typer(secret_app, name="secret")
 
 
 def _home() -> Home:
@@ -382,3 +391,63 @@ def demo() -> None:
     from bosun.cli.demo import run_demo
 
     run_demo(_home())
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+@secret_app.command("set")
+def secret_set(
+    name: str,
+    from_env: Annotated[str | None, typer.Option("--from-env", help="Read the value from this variable.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="Read the value from this file.")] = None,
+) -> None:
+    """Store a secret. The value comes from stdin (hidden prompt on a terminal), never from an argument,
+    so it never lands in shell history or the process list."""
+    if from_env and from_file:
+        fail("use either --from-env or --from-file, not both")
+    if from_env:
+        value = os.environ.get(from_env)
+        if value is None:
+            fail(f"environment variable {from_env} is not set")
+    elif from_file:
+        if not from_file.is_file():
+            fail(f"{from_file} is not a readable file")
+        value = from_file.read_text()
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"value for {name}: ")
+    else:
+        value = sys.stdin.read()
+    value = value.removesuffix("\n")
+    try:
+        SecretStore(_home().root).set(name, value)
+    except SecretError as e:
+        fail(str(e))
+    console.print(f"stored {name}")
+
+
+@secret_app.command("ls")
+def secret_ls(as_json: bool = JsonOpt) -> None:
+    """Secret names, which servers declare them and when each was last set (never the values)."""
+    home = _home()
+    users: dict[str, list[str]] = {}
+    for entry in _catalog(home):
+        for ref in entry.secrets:
+            users.setdefault(ref.name, []).append(entry.name)
+    rows = [
+        {
+            "name": i.name,
+            "servers": ", ".join(users.get(i.name, [])),
+            "updated": i.updated_at.isoformat(timespec="seconds"),
+        }
+        for i in SecretStore(home.root).infos()
+    ]
+    table(rows, ["name", "servers", "updated"], as_json)
+
+
+@secret_app.command("rm")
+def secret_rm(name: str) -> None:
+    """Delete a secret."""
+    if not SecretStore(_home().root).remove(name):
+        fail(f"no secret named {name!r}")
+    console.print(f"removed {name}")

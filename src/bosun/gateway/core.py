@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -41,7 +42,10 @@ from bosun.runtime.backend import (
     ContainerSpec,
     Limits,
     Mount,
+    SecretFile,
 )
+from bosun.secrets.redact import Redactor
+from bosun.secrets.store import SecretError, SecretStore
 
 log = logging.getLogger("bosun.gateway")
 
@@ -90,7 +94,10 @@ class Gateway:
         self._bridges: dict[str, InputBridge] = {}
         self._seq = itertools.count(1)
         self._tg: TaskGroup | None = None
+        self.secrets = SecretStore(home.root)
+        self.redactor = self._load_redactor()
         self._config_mtime = self._mtime()
+        self._secrets_mtime = self._mtime(self.secrets.path)
         self.listeners: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -130,16 +137,28 @@ class Gateway:
                 reaped.append(c)
         return reaped
 
-    def _mtime(self) -> float:
+    def _mtime(self, path: Path | None = None) -> float:
         try:
-            return self.home.config_file.stat().st_mtime
+            return (path or self.home.config_file).stat().st_mtime
         except FileNotFoundError:
             return 0.0
+
+    def _load_redactor(self) -> Redactor:
+        try:
+            return Redactor({info.name: self.secrets.get(info.name) for info in self.secrets.infos()})
+        except SecretError as e:
+            # Without the key nothing can be redacted; say so loudly rather than pretend.
+            log.error("secret values cannot be read for redaction: %s", e)
+            return Redactor({})
 
     async def _watch_config(self) -> None:
         """Pick up ``bosun server enable|disable`` made while running, and tell clients."""
         while True:
             await anyio.sleep(1)
+            secrets_mtime = self._mtime(self.secrets.path)
+            if secrets_mtime != self._secrets_mtime:
+                self._secrets_mtime = secrets_mtime
+                self.redactor = self._load_redactor()
             mtime = self._mtime()
             if mtime == self._config_mtime:
                 continue
@@ -192,6 +211,13 @@ class Gateway:
                     f"{entry.name} needs a folder at {req.target} ({req.description}): run "
                     f"`bosun server enable {entry.name} --mount HOST_PATH:{req.target}`"
                 )
+        secrets = []
+        for ref in entry.secrets:
+            try:
+                secrets.append(SecretFile(ref.name, ref.env, self.secrets.get(ref.name)))
+            except SecretError as e:
+                if ref.required:
+                    raise UpstreamError(f"{entry.name} cannot start: {e}") from None
         return ContainerSpec(
             name=f"bosun-{entry.name}-{self.id.rsplit(':', 1)[1]}-{next(self._seq)}",
             image=locked.image_id,
@@ -204,6 +230,7 @@ class Gateway:
             limits=Limits(entry.resources.memory_mb, entry.resources.cpus, entry.resources.pids),
             user=f"{SERVER_UID}:{SERVER_UID}",
             labels={LABEL_GATEWAY: self.id, LABEL_SESSION: client},
+            secrets=secrets,
         )
 
     def upstream(self, server: str, client: str) -> Upstream:
@@ -221,6 +248,7 @@ class Gateway:
                 self._tg,
                 idle_timeout_s=self.idle_timeout_s,
                 on_tools_changed=self._tools_changed,
+                redact=lambda text: self.redactor.text(text)[0],
             )
             self._upstreams[key] = up
         return up
@@ -293,6 +321,9 @@ class Gateway:
             result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
         if not isinstance(result, types.CallToolResult):
             raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
+        result, hits = self.redactor.model(result)
+        if hits:
+            log.warning("redacted secret(s) %s from a result", sorted(hits), extra={"server": route.server})
         return result
 
     async def call_tool_bridged(

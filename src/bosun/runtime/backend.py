@@ -22,6 +22,18 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class SecretFile:
+    """A secret delivered to one container: as a file, and as ``env`` too when that is set.
+
+    The value is kept out of ``repr`` so it cannot reach a log line or a traceback by accident.
+    """
+
+    name: str
+    env: str | None
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Limits:
     memory_mb: int
     cpus: float
@@ -42,6 +54,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    secrets: list[SecretFile] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,12 @@ StderrSink = Callable[[bytes], Awaitable[None] | None]
 
 
 class Backend(Protocol):
+    """Start, stop, list and inspect server containers.
+
+    There is deliberately no ``logs``: a server's stdout is its MCP stream, so the engine is told
+    to keep no log at all, and its stderr arrives through ``start``'s sink.
+    """
+
     async def start(self, spec: ContainerSpec, on_stderr: StderrSink) -> tuple[ContainerInfo, StdioChannel]:
         """Create, attach to and start a container; stdout arrives on the channel, stderr at ``on_stderr``."""
         ...
@@ -82,5 +101,3 @@ class Backend(Protocol):
     async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]: ...
 
     async def inspect(self, container_id: str) -> dict[str, object]: ...
-
-    async def logs(self, container_id: str, tail: int = 100) -> str: ...

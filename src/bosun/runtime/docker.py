@@ -8,6 +8,7 @@ engine's hijacked attach socket driven directly by asyncio, so a tool call never
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import socket
@@ -19,11 +20,13 @@ import anyio
 import docker
 from docker.errors import APIError
 
+from bosun.images.base import ENTRY_WRAPPER, SECRETS_DIR
 from bosun.runtime.backend import (
     LABEL_MANAGED,
     LABEL_SERVER,
     ContainerInfo,
     ContainerSpec,
+    SecretFile,
     StderrSink,
 )
 
@@ -36,13 +39,19 @@ _STDOUT, _STDERR = 1, 2
 
 
 def hardened_host_config(api: docker.APIClient, spec: ContainerSpec) -> dict[str, Any]:
-    """The host config every server container gets; see docs for why each setting is there."""
+    """The host config every server container gets; see the README for why each setting is there."""
+    tmpfs = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
+    # The image ships the secrets mount point as 0700 for the server user; Docker copies that
+    # mode onto the tmpfs, so only that user can list or read what is delivered there.
+    if spec.secrets:
+        uid, _, gid = spec.user.partition(":")
+        tmpfs[SECRETS_DIR] = f"rw,nosuid,nodev,noexec,size=1m,mode=0700,uid={uid},gid={gid or uid}"
     return dict(
         api.create_host_config(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
+            tmpfs=tmpfs,
             network_mode="none",
             mem_limit=f"{spec.limits.memory_mb}m",
             memswap_limit=f"{spec.limits.memory_mb}m",
@@ -51,6 +60,9 @@ def hardened_host_config(api: docker.APIClient, spec: ContainerSpec) -> dict[str
             ipc_mode="private",
             binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
             init=True,
+            # stdout is the MCP stream: tool results, private data, redacted secrets' originals.
+            # The engine must not keep a copy on disk; stderr reaches the gateway's log instead.
+            log_config={"type": "none"},
         )
     )
 
@@ -88,6 +100,13 @@ class DockerStdio:
             await self._writer.wait_closed()
 
 
+def secrets_preamble(secrets: list[SecretFile]) -> bytes:
+    """What ``bosun-entry`` reads from stdin before the MCP stream: a header, then one line a secret."""
+    lines = [f"BOSUN-SECRETS 1 {len(secrets)}"]
+    lines += [f"{s.name} {s.env or '-'} {base64.b64encode(s.value.encode()).decode()}" for s in secrets]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _info(c: dict[str, Any]) -> ContainerInfo:
     labels = c.get("Labels") or c.get("Config", {}).get("Labels") or {}
     name = c.get("Name") or (c.get("Names") or ["?"])[0]
@@ -116,7 +135,7 @@ class DockerBackend:
         created = await self._run(
             self._api.create_container,
             image=spec.image,
-            entrypoint=spec.command,
+            entrypoint=[ENTRY_WRAPPER, *spec.command] if spec.secrets else spec.command,
             command=spec.args,
             name=spec.name,
             user=spec.user,
@@ -135,6 +154,9 @@ class DockerBackend:
             sock: socket.socket = getattr(raw, "_sock", raw)
             reader, writer = await asyncio.open_unix_connection(sock=sock)
             await self._run(self._api.start, cid)
+            if spec.secrets:
+                writer.write(secrets_preamble(spec.secrets))
+                await writer.drain()
             inspected = await self._run(self._api.inspect_container, cid)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -160,7 +182,3 @@ class DockerBackend:
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         return dict(await self._run(self._api.inspect_container, container_id))
-
-    async def logs(self, container_id: str, tail: int = 100) -> str:
-        out = await self._run(self._api.logs, container_id, tail=tail)
-        return out.decode(errors="replace") if isinstance(out, bytes) else str(out)
