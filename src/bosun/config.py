@@ -16,6 +16,54 @@ class ConfigError(ValueError):
     pass
 
 
+# Host paths no server should see unless the user says so explicitly, with what each exposes.
+_SENSITIVE_IN_HOME = {
+    ".ssh": "SSH keys",
+    ".aws": "AWS credentials",
+    ".azure": "Azure credentials",
+    ".config/gcloud": "Google Cloud credentials",
+    ".kube": "Kubernetes credentials",
+    ".docker": "Docker registry credentials",
+    ".gnupg": "GPG keys",
+    ".netrc": "stored passwords",
+    ".git-credentials": "Git passwords",
+    ".config/gh": "GitHub tokens",
+    ".npmrc": "npm tokens",
+    ".pypirc": "PyPI tokens",
+}
+_SENSITIVE_ABSOLUTE = {
+    "/etc": "system configuration and password hashes",
+    "/var/run/docker.sock": "the Docker socket (root on the host)",
+    "/run/docker.sock": "the Docker socket (root on the host)",
+    "/proc": "host processes",
+    "/sys": "host kernel interfaces",
+    "/dev": "host devices",
+    "/boot": "the host's boot files",
+    "/root": "root's home",
+}
+
+
+def sensitive_reason(path: Path, bosun_home: Path | None = None) -> str | None:
+    """Why mounting ``path`` would expose something sensitive, or None.
+
+    A path is sensitive when it is, lies inside, or contains a sensitive location: granting
+    ``~`` grants ``~/.ssh`` too.
+    """
+    path = path.resolve()
+    if path == Path("/"):
+        return "/ is the whole host filesystem"
+    places = {Path(p): what for p, what in _SENSITIVE_ABSOLUTE.items()}
+    places |= {(Path.home() / p): what for p, what in _SENSITIVE_IN_HOME.items()}
+    if bosun_home is not None:
+        places[bosun_home.resolve()] = "Bosun's own state (secrets, keys, tokens)"
+    for place, what in places.items():
+        if path == place or place in path.parents:
+            return f"{path} is inside {place} ({what})"
+        if path in place.parents:
+            return f"{path} contains {place} ({what})"
+    return None
+
+
 class MountGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -24,8 +72,12 @@ class MountGrant(BaseModel):
     read_only: bool = True
 
     @classmethod
-    def parse(cls, text: str) -> MountGrant:
-        """``HOST:CONTAINER[:rw|:ro]``; read-only unless ``:rw``; the host path must exist."""
+    def parse(cls, text: str, allow_sensitive: bool = False, bosun_home: Path | None = None) -> MountGrant:
+        """``HOST:CONTAINER[:rw|:ro]``; read-only unless ``:rw``; the host path must exist.
+
+        Sensitive host paths (credentials, the Docker socket, ``/``, ``/etc``) are refused unless
+        ``allow_sensitive``, and the refusal says what the mount would expose.
+        """
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
             raise ConfigError(f"mount {text!r} must look like HOST_PATH:/container/path[:rw]")
@@ -34,6 +86,12 @@ class MountGrant(BaseModel):
         source = Path(parts[0]).expanduser().resolve()
         if not source.exists():
             raise ConfigError(f"mount {text!r}: host path {source} does not exist")
+        reason = sensitive_reason(source, bosun_home)
+        if reason and not allow_sensitive:
+            raise ConfigError(
+                f"mount {text!r} refused: {reason}. If the server really needs it, repeat with "
+                "--allow-sensitive (the server will be able to read it)"
+            )
         return cls(source=source, target=parts[1], read_only=not (len(parts) == 3 and parts[2] == "rw"))
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bosun.catalog.loader import load_catalog
-from bosun.config import ConfigError, MountGrant, Settings
+from bosun.config import ConfigError, MountGrant, Settings, sensitive_reason
 
 
 def test_mounts_are_read_only_unless_rw(tmp_path: Path) -> None:
@@ -35,3 +35,39 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     loaded = Settings.load(tmp_path / "config.yaml")
     assert loaded.enabled() == ["filesystem"]
     assert loaded.servers["filesystem"].mounts[0].source == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("path", "expect"),
+    [
+        ("/", "whole host filesystem"),
+        ("/etc", "inside /etc"),
+        ("/etc/ssl", "inside /etc"),
+        ("/var/run/docker.sock", "Docker socket"),
+        ("{home}", "contains {home}/.ssh (SSH keys)"),
+        ("{home}/.aws", "inside {home}/.aws (AWS credentials)"),
+        ("{home}/.config", "contains {home}/.config/gcloud"),
+    ],
+)
+def test_sensitive_paths_are_named_with_what_they_expose(
+    path: str, expect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    reason = sensitive_reason(Path(path.format(home=tmp_path)))
+    assert reason is not None and expect.format(home=tmp_path) in reason
+
+
+def test_ordinary_folders_and_bosun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = tmp_path / "home" / "src" / "project"
+    project.mkdir(parents=True)
+    assert sensitive_reason(project) is None
+    assert "Bosun's own state" in (sensitive_reason(tmp_path / "home" / ".bosun", tmp_path / "home" / ".bosun") or "")
+
+
+def test_sensitive_mount_needs_the_explicit_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    with pytest.raises(ConfigError, match=r"refused: .*SSH keys.*--allow-sensitive"):
+        MountGrant.parse(f"{tmp_path}/.ssh:/keys")
+    assert MountGrant.parse(f"{tmp_path}/.ssh:/keys", allow_sensitive=True).read_only

@@ -208,31 +208,49 @@ def catalog_build(
 # -- servers -----------------------------------------------------------------------------------
 
 
-@server_app.command("enable")
-def server_enable(
-    name: str,
-    mount: Annotated[
-        list[str] | None,
-        typer.Option("--mount", help="Grant a folder: HOST_PATH:/container/path[:rw] (read-only unless :rw)."),
-    ] = None,
-) -> None:
-    """Serve NAME through the gateway (a running gateway picks the change up within a second)."""
+_MOUNT_HELP = "Grant a folder: HOST_PATH:/container/path[:rw] (read-only unless :rw). Repeatable."
+_SENSITIVE_HELP = "Allow mounting credentials, the Docker socket, / or /etc (the server can then read them)."
+
+
+def _grant(name: str, mounts: list[str], allow_sensitive: bool, enable: bool) -> None:
     home = _home()
     entry = _catalog(home).entries.get(name)
     if entry is None:
         fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
     settings = _settings(home)
     try:
-        settings.enable(entry, [MountGrant.parse(m) for m in mount or []])
+        grants = [MountGrant.parse(m, allow_sensitive, home.root) for m in mounts]
+        was_enabled = name in settings.enabled()
+        settings.enable(entry, grants)
+        settings.servers[name].enabled = enable or was_enabled
     except ConfigError as e:
         fail(str(e))
     settings.save(home.config_file)
-    console.print(f"enabled {name}")
-    missing = [
-        m for m in entry.mounts if m.required and m.target not in {g.target for g in settings.servers[name].mounts}
-    ]
-    for m in missing:
-        err_console.print(f"note: {name} needs a folder at {m.target}: add `--mount HOST_PATH:{m.target}`")
+    console.print(f"{'enabled' if settings.servers[name].enabled else 'configured'} {name}")
+    granted = {g.target for g in settings.servers[name].mounts}
+    for m in entry.mounts:
+        if m.required and m.target not in granted:
+            err_console.print(f"note: {name} needs a folder at {m.target}: add `--mount HOST_PATH:{m.target}`")
+
+
+@server_app.command("enable")
+def server_enable(
+    name: str,
+    mount: Annotated[list[str] | None, typer.Option("--mount", help=_MOUNT_HELP)] = None,
+    allow_sensitive: Annotated[bool, typer.Option("--allow-sensitive", help=_SENSITIVE_HELP)] = False,
+) -> None:
+    """Serve NAME through the gateway (a running gateway picks the change up within a second)."""
+    _grant(name, mount or [], allow_sensitive, enable=True)
+
+
+@server_app.command("config")
+def server_config(
+    name: str,
+    mount: Annotated[list[str] | None, typer.Option("--mount", help=_MOUNT_HELP)] = None,
+    allow_sensitive: Annotated[bool, typer.Option("--allow-sensitive", help=_SENSITIVE_HELP)] = False,
+) -> None:
+    """Change what NAME is granted, without enabling or disabling it."""
+    _grant(name, mount or [], allow_sensitive, enable=False)
 
 
 @server_app.command("disable")
