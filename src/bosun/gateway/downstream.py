@@ -25,7 +25,7 @@ from mcp.client.session import ClientRequestContext
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger("bosun.gateway")
 
@@ -60,7 +60,13 @@ class InputBridge:
         self._slots.pop(key, None)
         if slot.response is None:
             return types.ErrorData(code=types.INVALID_REQUEST, message="the client did not answer in time")
-        return result_type.model_validate(slot.response.model_dump(by_alias=True, exclude_none=True))
+        try:
+            return result_type.model_validate(slot.response.model_dump(by_alias=True, exclude_none=True))
+        except ValidationError:
+            kind = type(slot.response).__name__
+            return types.ErrorData(
+                code=types.INVALID_PARAMS, message=f"the client answered a {request.method} request with a {kind}"
+            )
 
     def finish(self, outcome: types.CallToolResult | BaseException) -> None:
         self.outcome = outcome
@@ -133,13 +139,21 @@ class Relay:
             "give this server `scope: session` in its catalog entry",
         )
 
-    async def _ask(self, request: Any, result_type: type[ResultT]) -> ResultT | types.ErrorData:
+    async def _ask(
+        self, request: Any, result_type: type[ResultT], needs: types.ClientCapabilities
+    ) -> ResultT | types.ErrorData:
         target = self._target()
         if isinstance(target, types.ErrorData):
             return target
-        if target.bridge is not None:
-            return await target.bridge.ask(request, result_type)
+        if not target.session.check_client_capability(needs):
+            return types.ErrorData(
+                code=types.INVALID_REQUEST, message=f"the calling client does not support {request.method}"
+            )
+        # Whatever the client answers, the upstream gets a result or an error, never an exception:
+        # an exception here would end the upstream's whole session, not just this request.
         try:
+            if target.bridge is not None:
+                return await target.bridge.ask(request, result_type)
             return await target.session.send_request(
                 request, result_type, metadata=ServerMessageMetadata(related_request_id=target.request_id)
             )
@@ -151,15 +165,18 @@ class Relay:
     async def sampling(
         self, context: ClientRequestContext, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
-        return await self._ask(types.CreateMessageRequest(params=params), types.CreateMessageResult)
+        needs = types.ClientCapabilities(sampling=types.SamplingCapability())
+        return await self._ask(types.CreateMessageRequest(params=params), types.CreateMessageResult, needs)
 
     async def elicitation(
         self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult)
+        needs = types.ClientCapabilities(elicitation=types.ElicitationCapability())
+        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult, needs)
 
     async def list_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
-        return await self._ask(types.ListRootsRequest(), types.ListRootsResult)
+        needs = types.ClientCapabilities(roots=types.RootsCapability())
+        return await self._ask(types.ListRootsRequest(), types.ListRootsResult, needs)
 
     async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
         target = self._target()

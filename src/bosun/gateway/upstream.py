@@ -196,7 +196,7 @@ class Upstream:
             if not ready.is_set():
                 failure.append(e)
             else:
-                log.warning("server connection ended: %s", e, extra={"server": self.name})
+                log.warning("server connection ended: %s", e, extra={"server": self.name}, exc_info=True)
         finally:
             self._live = None
             ready.set()
