@@ -1,0 +1,153 @@
+"""Bosun's egress proxy: the only way out for a server container that is allowed any network.
+
+Standard library only, so it runs in ``bosun/base-python`` as one file. Written by hand because
+the check that matters happens *between* name resolution and connect (refusing names that
+resolve to internal addresses), which off-the-shelf forward proxies do not offer.
+
+It speaks ``CONNECT host:port`` (for HTTPS, so TLS stays end to end) and absolute-form plain
+HTTP requests. The proxy resolves names itself; the server container has no resolver. Every
+decision is one JSON line on stdout: host, port, allowed or not, why, and bytes each way.
+
+    python3 -m bosun.egress.proxy --listen 0.0.0.0:3128 --allow api.example.com --allow '*.example.org:8443'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import time
+from urllib.parse import urlsplit
+
+from bosun.egress.rules import Allowlist, is_ip_literal, refusal
+
+MAX_HEAD = 64 * 1024
+IDLE_TIMEOUT_S = 300
+
+
+class Denied(Exception):
+    pass
+
+
+def log(**fields: object) -> None:
+    print(json.dumps({"ts": round(time.time(), 3), **fields}), flush=True)
+
+
+async def resolve_checked(allow: Allowlist, host: str, port: int) -> list[str]:
+    """Addresses the proxy may connect to for host:port; raises Denied with the reason."""
+    if not allow.allows(host, port):
+        raise Denied("not in the allowlist")
+    literal = allow.names_literal(host)
+    if is_ip_literal(host):
+        if not literal:
+            raise Denied("IP literals are allowed only when the allowlist names them")
+        addresses = [host.strip("[]")]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise Denied(f"name does not resolve: {e}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    # Every address must pass: with a mix, DNS could hand a client a different one next time.
+    for address in addresses:
+        why = refusal(address, explicitly_allowed_literal=literal)
+        if why:
+            raise Denied(f"{host} resolves to {address}: {why}")
+    return addresses
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: list[int]) -> None:
+    try:
+        while data := await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT_S):
+            counter[0] += len(data)
+            writer.write(data)
+            await writer.drain()
+    except (OSError, asyncio.TimeoutError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()
+
+
+class Proxy:
+    def __init__(self, allow: Allowlist) -> None:
+        self.allow = allow
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port, method = "?", 0, "?"
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            if len(head) > MAX_HEAD:
+                raise Denied("request head too large")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            method, target, version = request_line.split(" ", 2)
+            if method == "CONNECT":
+                host, _, port_text = target.rpartition(":")
+                port = int(port_text)
+                body_prefix = b""
+            else:
+                url = urlsplit(target)
+                if url.scheme != "http" or not url.hostname:
+                    raise Denied("only CONNECT or absolute http:// requests go through this proxy")
+                host, port = url.hostname, url.port or 80
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                kept = [h for h in header_lines if h and not h.lower().startswith(("proxy-", "connection:"))]
+                body_prefix = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""]).encode(
+                    "latin-1"
+                )
+            addresses = await resolve_checked(self.allow, host, port)
+        except Denied as e:
+            log(event="egress", host=host, port=port, method=method, allowed=False, reason=str(e))
+            writer.write(f"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nbosun egress: {e}\n".encode())
+            with contextlib.suppress(OSError):
+                await writer.drain()
+                writer.close()
+            return
+        except (ValueError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+            log(event="egress", host=host, port=port, method=method, allowed=False, reason="malformed request")
+            with contextlib.suppress(OSError):
+                writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(addresses[0], port), 15)
+        except (OSError, asyncio.TimeoutError) as e:
+            log(event="egress", host=host, port=port, method=method, allowed=True, reason=f"connect failed: {e}")
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            with contextlib.suppress(OSError):
+                writer.close()
+            return
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        else:
+            up_writer.write(body_prefix)
+        up, down = [0], [0]
+        await asyncio.gather(pipe(reader, up_writer, up), pipe(up_reader, writer, down))
+        log(event="egress", host=host, port=port, method=method, allowed=True, address=addresses[0],
+            bytes_up=up[0], bytes_down=down[0])  # fmt: skip
+
+
+async def serve(listen: str, allow: Allowlist) -> None:
+    host, _, port = listen.rpartition(":")
+    server = await asyncio.start_server(Proxy(allow).handle, host or "0.0.0.0", int(port), limit=MAX_HEAD)
+    log(event="listening", address=listen, allow=[f"{p.host}:{'/'.join(map(str, p.ports))}" for p in allow.patterns])
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Bosun egress proxy")
+    parser.add_argument("--listen", default="0.0.0.0:3128")
+    parser.add_argument("--allow", action="append", default=[], help="host[:port] or *.domain[:port]")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve(args.listen, Allowlist(args.allow)))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
