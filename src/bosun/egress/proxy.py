@@ -65,7 +65,7 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count
             counter[0] += len(data)
             writer.write(data)
             await writer.drain()
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     finally:
         with contextlib.suppress(OSError):
@@ -106,7 +106,7 @@ class Proxy:
                 await writer.drain()
                 writer.close()
             return
-        except (ValueError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+        except (TimeoutError, ValueError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             log(event="egress", host=host, port=port, method=method, allowed=False, reason="malformed request")
             with contextlib.suppress(OSError):
                 writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
@@ -114,7 +114,7 @@ class Proxy:
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(addresses[0], port), 15)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log(event="egress", host=host, port=port, method=method, allowed=True, reason=f"connect failed: {e}")
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
             with contextlib.suppress(OSError):
