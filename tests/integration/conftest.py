@@ -26,7 +26,7 @@ from bosun.runtime import engine
 from bosun.runtime.backend import LABEL_GATEWAY
 from bosun.runtime.docker import DockerBackend
 
-SERVERS = ("time", "memory", "filesystem", "everything")
+SERVERS = ("time", "memory", "filesystem", "everything", "fetch")
 
 
 @pytest.fixture(scope="session")

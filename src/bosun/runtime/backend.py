@@ -12,6 +12,9 @@ LABEL_SERVER = "io.bosun.server"
 LABEL_SESSION = "io.bosun.session"
 LABEL_GATEWAY = "io.bosun.gateway"
 LABEL_MANAGED = "io.bosun.managed"
+LABEL_ROLE = "io.bosun.role"
+LABEL_EGRESS_PROXY = "io.bosun.egress-proxy"
+LABEL_EGRESS_NETWORK = "io.bosun.egress-network"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ContainerSpec:
     mounts: list[Mount] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     secrets: list[SecretFile] = field(default_factory=list)
+    egress: list[str] = field(default_factory=list)  # allowlist; empty means no network at all
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class StdioChannel(Protocol):
 
 
 StderrSink = Callable[[bytes], Awaitable[None] | None]
+EgressSink = Callable[[dict[str, object]], None]
 
 
 class Backend(Protocol):
@@ -90,8 +95,14 @@ class Backend(Protocol):
     to keep no log at all, and its stderr arrives through ``start``'s sink.
     """
 
-    async def start(self, spec: ContainerSpec, on_stderr: StderrSink) -> tuple[ContainerInfo, StdioChannel]:
-        """Create, attach to and start a container; stdout arrives on the channel, stderr at ``on_stderr``."""
+    async def start(
+        self, spec: ContainerSpec, on_stderr: StderrSink, on_egress: EgressSink | None = None
+    ) -> tuple[ContainerInfo, StdioChannel]:
+        """Create, attach to and start a container; stdout arrives on the channel, stderr at ``on_stderr``.
+
+        With ``spec.egress``, the container's only way out is an egress proxy enforcing that
+        allowlist; its decisions arrive at ``on_egress``.
+        """
         ...
 
     async def stop(self, container_id: str, timeout_s: float = 5) -> None:
@@ -99,5 +110,9 @@ class Backend(Protocol):
         ...
 
     async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]: ...
+
+    async def prune_networks(self) -> None:
+        """Remove networks this backend made that nothing uses any more."""
+        ...
 
     async def inspect(self, container_id: str) -> dict[str, object]: ...

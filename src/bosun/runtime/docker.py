@@ -11,6 +11,8 @@ import asyncio
 import base64
 import contextlib
 import functools
+import json
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -20,15 +22,23 @@ import anyio
 import docker
 from docker.errors import APIError
 
-from bosun.images.base import ENTRY_WRAPPER, SECRETS_DIR
+from bosun.images.base import EGRESS_IMAGE, EGRESS_PORT, ENTRY_WRAPPER, SECRETS_DIR
 from bosun.runtime.backend import (
+    LABEL_EGRESS_NETWORK,
+    LABEL_EGRESS_PROXY,
     LABEL_MANAGED,
+    LABEL_ROLE,
     LABEL_SERVER,
     ContainerInfo,
     ContainerSpec,
+    EgressSink,
+    Limits,
     SecretFile,
     StderrSink,
 )
+
+egress_log = logging.getLogger("bosun.egress")
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
 T = TypeVar("T")
 
@@ -38,7 +48,9 @@ _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
 
 
-def hardened_host_config(api: docker.APIClient, spec: ContainerSpec) -> dict[str, Any]:
+def hardened_host_config(
+    api: docker.APIClient, spec: ContainerSpec, network: str = "none", dns: list[str] | None = None
+) -> dict[str, Any]:
     """The host config every server container gets; see the README for why each setting is there."""
     tmpfs = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
     # The image ships the secrets mount point as 0700 for the server user; Docker copies that
@@ -52,7 +64,8 @@ def hardened_host_config(api: docker.APIClient, spec: ContainerSpec) -> dict[str
             security_opt=["no-new-privileges:true"],
             read_only=True,
             tmpfs=tmpfs,
-            network_mode="none",
+            network_mode=network,
+            dns=dns,
             mem_limit=f"{spec.limits.memory_mb}m",
             memswap_limit=f"{spec.limits.memory_mb}m",
             nano_cpus=int(spec.limits.cpus * 1e9),
@@ -122,16 +135,47 @@ def _info(c: dict[str, Any]) -> ContainerInfo:
     )
 
 
+async def _read_decisions(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: str, sink: EgressSink | None
+) -> None:
+    """The proxy's stdout: one JSON decision a line, handed to the sink (and so to the log and audit)."""
+    channel = DockerStdio(reader, writer, lambda _data: None)
+    buf = b""
+    try:
+        while True:
+            buf += await channel.receive()
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                try:
+                    decision = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(decision, dict) and decision.get("event") == "egress":
+                    decision["server"] = server
+                    if sink is not None:
+                        sink(decision)
+                    else:
+                        egress_log.info("egress decision", extra={"server": server, "decision": decision})
+    except anyio.EndOfStream:
+        pass
+    finally:
+        await channel.aclose()
+
+
 class DockerBackend:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client or docker.from_env(timeout=60)
         self._api: docker.APIClient = self._client.api
+        self._egress_tasks: dict[str, asyncio.Task[None]] = {}
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
-    async def start(self, spec: ContainerSpec, on_stderr: StderrSink) -> tuple[ContainerInfo, DockerStdio]:
-        labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels}
+    async def _launch(
+        self, spec: ContainerSpec, host_config: dict[str, Any], env: dict[str, str], extra_labels: dict[str, str]
+    ) -> tuple[ContainerInfo, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Create, attach, start; returns the attach socket's streams. Removes the container on failure."""
+        labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels, **extra_labels}
         created = await self._run(
             self._api.create_container,
             image=spec.image,
@@ -139,11 +183,11 @@ class DockerBackend:
             command=spec.args,
             name=spec.name,
             user=spec.user,
-            environment=spec.env,
+            environment=env,
             labels=labels,
             stdin_open=True,
             tty=False,
-            host_config=hardened_host_config(self._api, spec),
+            host_config=host_config,
         )
         cid = created["Id"]
         try:
@@ -160,11 +204,61 @@ class DockerBackend:
             inspected = await self._run(self._api.inspect_container, cid)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.stop(cid, timeout_s=0)
+                await self._remove(cid)
             raise
-        return _info(inspected), DockerStdio(reader, writer, on_stderr)
+        return _info(inspected), reader, writer
 
-    async def stop(self, container_id: str, timeout_s: float = 5) -> None:
+    async def start(
+        self, spec: ContainerSpec, on_stderr: StderrSink, on_egress: EgressSink | None = None
+    ) -> tuple[ContainerInfo, DockerStdio]:
+        if not spec.egress:
+            info, reader, writer = await self._launch(spec, hardened_host_config(self._api, spec), spec.env, {})
+            return info, DockerStdio(reader, writer, on_stderr)
+        network, proxy_id, proxy_ip = await self._start_egress(spec, on_egress)
+        try:
+            proxy_url = f"http://{proxy_ip}:{EGRESS_PORT}"
+            env = {**spec.env, **{k: proxy_url for k in _PROXY_VARS}, "NO_PROXY": "", "no_proxy": ""}
+            # Its only network is the internal one, and its resolver points nowhere: the proxy,
+            # named by address, is the one way out, and names can only be resolved by the proxy.
+            host_config = hardened_host_config(self._api, spec, network=network, dns=["127.0.0.1"])
+            labels = {LABEL_EGRESS_PROXY: proxy_id, LABEL_EGRESS_NETWORK: network}
+            info, reader, writer = await self._launch(spec, host_config, env, labels)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._remove(proxy_id)
+                await self._remove_network(network)
+            raise
+        return info, DockerStdio(reader, writer, on_stderr)
+
+    async def _start_egress(self, spec: ContainerSpec, on_egress: EgressSink | None) -> tuple[str, str, str]:
+        """An internal network with no route out, and the proxy that bridges it to the outside."""
+        network = f"{spec.name}-net"
+        labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels}
+        await self._run(self._api.create_network, network, driver="bridge", internal=True, labels=labels)
+        proxy = ContainerSpec(
+            name=f"{spec.name}-egress",
+            image=EGRESS_IMAGE,
+            server=spec.server,
+            command=["python3", "-m", "bosun.egress.proxy"],
+            args=["--listen", f"0.0.0.0:{EGRESS_PORT}", *[a for h in spec.egress for a in ("--allow", h)]],
+            limits=Limits(memory_mb=128, cpus=0.5, pids=64),
+            user=spec.user,
+            labels=spec.labels,
+        )
+        try:
+            info, reader, writer = await self._launch(
+                proxy, hardened_host_config(self._api, proxy, network="bridge"), {}, {LABEL_ROLE: "egress-proxy"}
+            )
+            await self._run(self._api.connect_container_to_network, info.id, network)
+            inspected = await self._run(self._api.inspect_container, info.id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._remove_network(network)
+            raise
+        self._egress_tasks[info.id] = asyncio.create_task(_read_decisions(reader, writer, spec.server, on_egress))
+        return network, info.id, inspected["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    async def _remove(self, container_id: str, timeout_s: float = 0) -> None:
         try:
             await self._run(self._api.stop, container_id, timeout=int(timeout_s))
             await self._run(self._api.remove_container, container_id, force=True)
@@ -172,6 +266,30 @@ class DockerBackend:
             # Gone already (404), or another caller's removal is under way (409): both mean done.
             if e.status_code not in (404, 409):
                 raise
+        if task := self._egress_tasks.pop(container_id, None):
+            task.cancel()
+
+    async def _remove_network(self, name: str) -> None:
+        try:
+            await self._run(self._api.remove_network, name)
+        except APIError as e:
+            if e.status_code != 404:
+                raise
+
+    async def stop(self, container_id: str, timeout_s: float = 5) -> None:
+        try:
+            labels = (await self.inspect(container_id))["Config"]["Labels"] or {}
+        except APIError:
+            labels = {}
+        await self._remove(container_id, timeout_s)
+        if proxy := labels.get(LABEL_EGRESS_PROXY):
+            await self._remove(proxy)
+        if network := labels.get(LABEL_EGRESS_NETWORK):
+            await self._remove_network(network)
+
+    async def prune_networks(self) -> None:
+        """Remove Bosun's networks that no container uses any more (left by a killed gateway)."""
+        await self._run(self._api.prune_networks, filters={"label": [f"{LABEL_MANAGED}=true"]})
 
     async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]:
         selector = {LABEL_MANAGED: "true", **(labels or {})}
