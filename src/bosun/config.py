@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bosun.catalog.models import Entry
+from bosun.files import write_atomic
 
 
 class ConfigError(ValueError):
@@ -117,11 +116,7 @@ class Settings(BaseModel):
             raise ConfigError(f"{path}: {e}") from None
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(self.model_dump(mode="json"), f, sort_keys=True)
-        os.replace(tmp, path)
+        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True))
 
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)

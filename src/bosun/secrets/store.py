@@ -12,7 +12,6 @@ import base64
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pydantic import BaseModel, ConfigDict
+
+from bosun.files import write_atomic
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 PASSPHRASE_ENV = "BOSUN_SECRETS_PASSPHRASE"
@@ -89,12 +90,7 @@ class SecretStore:
         return _File.model_validate_json(self.path.read_text())
 
     def _save(self, data: _File) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
-        with os.fdopen(fd, "w") as f:
-            f.write(data.model_dump_json(indent=2))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data.model_dump_json(indent=2))
 
     def _key(self, data: _File, create: bool) -> bytes:
         passphrase = os.environ.get(PASSPHRASE_ENV)
