@@ -46,9 +46,8 @@ def built_home(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.D
     """A BOSUN_HOME with the test servers built (engine layer cache makes repeat builds quick)."""
     home = Home(tmp_path_factory.mktemp("bosun-home")).ensure()
     catalog = load_catalog()
-    shared_cache = Home.default().cache_dir  # base images are already built by scripts/test
-    for name in SERVERS:
-        build_entry(docker_client, catalog.get(name), home.lock_file, shared_cache, lambda _m: None)
+    for name in SERVERS:  # base images are already built by scripts/test
+        build_entry(docker_client, catalog.get(name), home, lambda _m: None)
     return home
 
 
@@ -57,6 +56,7 @@ def home(built_home: Home, tmp_path: Path) -> Home:
     """A fresh home per test that shares the built images (lock) but not settings or tokens."""
     h = Home(tmp_path / "home").ensure()
     shutil.copy(built_home.lock_file, h.lock_file)
+    shutil.copytree(built_home.root / "sbom", h.root / "sbom")
     files = tmp_path / "files"
     files.mkdir()
     (files / "note.txt").write_text("mounted read-only\n")

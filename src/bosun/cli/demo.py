@@ -60,7 +60,7 @@ def _prepare(home: Home) -> None:
     catalog = load_catalog([home.root / "catalog"])
     for name in DEMO_SERVERS:
         t0 = time.monotonic()
-        r = build_entry(client, catalog.get(name), home.lock_file, home.cache_dir, step)
+        r = build_entry(client, catalog.get(name), home, step)
         console.print(f"{'built' if r.rebuilt else 'reused'} {r.tag} in {time.monotonic() - t0:.1f}s")
 
     console.rule("2. servers")

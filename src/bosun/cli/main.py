@@ -15,6 +15,8 @@ import typer
 
 from bosun import logs
 from bosun.catalog.loader import Catalog, CatalogError, load_catalog
+from bosun.catalog.sbom import rows as sbom_rows
+from bosun.catalog.sbom import sbom_path
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings
 from bosun.home import Home
@@ -141,6 +143,28 @@ def image_base(
         console.print(f"{ref}  {image_id[:19]}")
 
 
+@image_app.command("sbom")
+def image_sbom(
+    name: Annotated[str, typer.Argument(help="Catalog entry whose built image to describe.")],
+    fmt: Annotated[str, typer.Option("--format", help="cyclonedx (JSON document) or table.")] = "table",
+) -> None:
+    """The image's SBOM: Debian packages, Python distributions and npm packages, with purls."""
+    if fmt not in ("cyclonedx", "table"):
+        fail(f"--format must be cyclonedx or table, not {fmt!r}")
+    home = _home()
+    locked = Lock.load(home.lock_file).images.get(name)
+    if locked is None:
+        fail(f"{name} is not built: run `bosun catalog build {name}`")
+    path = sbom_path(home.root, locked.image_id)
+    if not path.exists():
+        fail(f"no SBOM for {locked.tag} ({locked.image_id[7:19]}): run `bosun catalog build {name}` to make one")
+    document = path.read_text()
+    if fmt == "cyclonedx":
+        print(document)
+        return
+    table(sbom_rows(document), ["ecosystem", "name", "version", "purl"], False, title=f"{locked.tag}")
+
+
 # -- catalog -----------------------------------------------------------------------------------
 
 
@@ -197,9 +221,7 @@ def catalog_build(
     client = _engine(home)
     for name in targets:
         try:
-            r = build_entry(
-                client, catalog.entries[name], home.lock_file, home.cache_dir, progress_printer("  "), force
-            )
+            r = build_entry(client, catalog.entries[name], home, progress_printer("  "), force)
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")

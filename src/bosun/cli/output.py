@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -10,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output is for scripts and logs: never cut a table to an 80-column guess.
+console = Console(width=None if sys.stdout.isatty() else 250)
 err_console = Console(stderr=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")

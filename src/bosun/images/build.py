@@ -7,14 +7,16 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import docker
 from docker.errors import ImageNotFound
 
 from bosun.catalog.models import Entry
+from bosun.catalog.sbom import build_sbom, save_sbom, sbom_path
+from bosun.home import Home
 from bosun.images.base import SERVER_UID, ensure_base_images
 from bosun.images.dockerbuild import BUILD_CA_PATH, build
+from bosun.images.inventory import inventory
 from bosun.images.lock import Lock, LockedImage
 
 Progress = Callable[[str], None]
@@ -74,20 +76,20 @@ def _up_to_date(client: docker.DockerClient, entry: Entry, locked: LockedImage |
 
 
 def build_entry(
-    client: docker.DockerClient,
-    entry: Entry,
-    lock_path: Path,
-    cache_dir: Path,
-    progress: Progress,
-    force: bool = False,
+    client: docker.DockerClient, entry: Entry, home: Home, progress: Progress, force: bool = False
 ) -> BuildResult:
-    """Build ``entry`` unless the lock says the same inputs already produced a present image."""
-    bases = ensure_base_images(client, cache_dir, progress)
+    """Build ``entry`` unless the lock says the same inputs already produced a present image.
+
+    Every image gets its SBOM, read from inside the image, stored under ``BOSUN_HOME/sbom``.
+    """
+    bases = ensure_base_images(client, home.cache_dir, progress)
     base_id = bases[entry.base_image]
-    lock = Lock.load(lock_path)
+    lock = Lock.load(home.lock_file)
     locked = lock.images.get(entry.name)
     if not force and _up_to_date(client, entry, locked, base_id):
         assert locked is not None
+        if not sbom_path(home.root, locked.image_id).exists():
+            _write_sbom(client, entry, locked.image_id, home, progress)
         return BuildResult(entry.name, locked.tag, locked.image_id, rebuilt=False)
     progress(f"building {entry.image_tag} from {entry.source.type} {entry.source.package}=={entry.source.version}")
     image_id = build(
@@ -97,8 +99,9 @@ def build_entry(
         progress,
         labels={"io.bosun.entry": entry.name, "io.bosun.entry-digest": entry.digest()},
     )
+    _write_sbom(client, entry, image_id, home, progress)
     # Re-read: another build may have finished meanwhile, and its record must not be lost.
-    lock = Lock.load(lock_path)
+    lock = Lock.load(home.lock_file)
     lock.images[entry.name] = LockedImage(
         tag=entry.image_tag,
         image_id=image_id,
@@ -106,5 +109,11 @@ def build_entry(
         base_image_id=base_id,
         built_at=datetime.now(UTC),
     )
-    lock.save(lock_path)
+    lock.save(home.lock_file)
     return BuildResult(entry.name, entry.image_tag, image_id, rebuilt=True)
+
+
+def _write_sbom(client: docker.DockerClient, entry: Entry, image_id: str, home: Home, progress: Progress) -> None:
+    packages = inventory(client, image_id)
+    path = save_sbom(home.root, image_id, build_sbom(entry, image_id, packages))
+    progress(f"SBOM: {len(packages)} packages -> {path}")
