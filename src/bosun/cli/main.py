@@ -20,6 +20,7 @@ from bosun.catalog.sbom import sbom_path
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings
 from bosun.home import Home
+from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
 from bosun.images.build import build_entry, render_dockerfile
 from bosun.images.dockerbuild import ImageBuildError
@@ -165,6 +166,27 @@ def image_sbom(
     table(sbom_rows(document), ["ecosystem", "name", "version", "purl"], False, title=f"{locked.tag}")
 
 
+@image_app.command("audit")
+def image_audit(
+    name: Annotated[str, typer.Argument(help="Catalog entry whose built image to audit.")],
+    as_json: bool = JsonOpt,
+) -> None:
+    """Hardening audit: non-root user, setuid/setgid files, world-writable paths, secrets in layers,
+    package manager caches, size. Prints a score out of 100 and every finding; exits 1 below 80."""
+    home = _home()
+    locked = Lock.load(home.lock_file).images.get(name)
+    if locked is None:
+        fail(f"{name} is not built: run `bosun catalog build {name}`")
+    report = audit(_engine(home), locked.image_id)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(f"{locked.tag}: [bold]{report.score}/100[/], {report.size_mb:.0f} MB")
+        table([f.__dict__ for f in report.findings], ["severity", "check", "detail"], False)
+    if report.score < DEFAULT_MIN_SCORE:
+        raise typer.Exit(1)
+
+
 # -- catalog -----------------------------------------------------------------------------------
 
 
@@ -208,8 +230,13 @@ def catalog_build(
     names: Annotated[list[str] | None, typer.Argument(help="Entries to build.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Build every catalog entry.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the lock says it is current.")] = False,
+    min_audit_score: Annotated[
+        int, typer.Option(help="Refuse an image whose hardening audit scores lower (see `bosun image audit`).")
+    ] = DEFAULT_MIN_SCORE,
 ) -> None:
-    """Build bosun/mcp-NAME:VERSION images from the entries' pinned packages; unchanged ones are skipped."""
+    """Build bosun/mcp-NAME:VERSION images from the entries' pinned packages; unchanged ones are skipped.
+
+    Each new image is audited (refused below --min-audit-score) and gets an SBOM."""
     home = _home()
     catalog = _catalog(home)
     targets = [e.name for e in catalog] if all_ else list(names or [])
@@ -221,7 +248,7 @@ def catalog_build(
     client = _engine(home)
     for name in targets:
         try:
-            r = build_entry(client, catalog.entries[name], home, progress_printer("  "), force)
+            r = build_entry(client, catalog.entries[name], home, progress_printer("  "), force, min_audit_score)
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")

@@ -38,7 +38,12 @@ ENTRY_WRAPPER = "/usr/local/bin/bosun-entry"
 SECRETS_DIR = "/run/secrets"
 LABEL_BASE_DIGEST = "io.bosun.base-digest"
 
-_USER_SETUP = f"""RUN groupadd -g {SERVER_UID} mcp \\
+# No file in a server image may gain privileges (setuid/setgid) and nothing outside /tmp may be
+# world-writable; per-entry builds repeat it after installing their own Debian packages.
+DROP_PRIVILEGED_FILES = "find / -xdev -type f -perm /6000 -exec chmod a-s {} + && chmod o-w /var/tmp /run/lock"
+
+_USER_SETUP = f"""RUN {DROP_PRIVILEGED_FILES}
+RUN groupadd -g {SERVER_UID} mcp \\
  && useradd -u {SERVER_UID} -g {SERVER_UID} -M -d /tmp -s /usr/sbin/nologin mcp
 COPY bosun-entry {ENTRY_WRAPPER}
 RUN chmod 0555 {ENTRY_WRAPPER} && install -d -m 0700 -o {SERVER_UID} -g {SERVER_UID} {SECRETS_DIR}

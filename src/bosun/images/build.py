@@ -14,8 +14,9 @@ from docker.errors import ImageNotFound
 from bosun.catalog.models import Entry
 from bosun.catalog.sbom import build_sbom, save_sbom, sbom_path
 from bosun.home import Home
-from bosun.images.base import SERVER_UID, ensure_base_images
-from bosun.images.dockerbuild import BUILD_CA_PATH, build
+from bosun.images.audit import DEFAULT_MIN_SCORE, audit
+from bosun.images.base import DROP_PRIVILEGED_FILES, SERVER_UID, ensure_base_images
+from bosun.images.dockerbuild import BUILD_CA_PATH, ImageBuildError, build
 from bosun.images.inventory import inventory
 from bosun.images.lock import Lock, LockedImage
 
@@ -32,7 +33,7 @@ def render_dockerfile(entry: Entry) -> str:
         pkgs = " ".join(shlex.quote(p) for p in entry.system_packages)
         lines.append(
             "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-            f"--no-install-recommends {pkgs} && {_CLEAN_APT}"
+            f"--no-install-recommends {pkgs} && {_CLEAN_APT} && {DROP_PRIVILEGED_FILES}"
         )
     if src.type == "pypi":
         spec = shlex.quote(f"{src.package}=={src.version}")
@@ -76,11 +77,17 @@ def _up_to_date(client: docker.DockerClient, entry: Entry, locked: LockedImage |
 
 
 def build_entry(
-    client: docker.DockerClient, entry: Entry, home: Home, progress: Progress, force: bool = False
+    client: docker.DockerClient,
+    entry: Entry,
+    home: Home,
+    progress: Progress,
+    force: bool = False,
+    min_audit_score: int = DEFAULT_MIN_SCORE,
 ) -> BuildResult:
     """Build ``entry`` unless the lock says the same inputs already produced a present image.
 
-    Every image gets its SBOM, read from inside the image, stored under ``BOSUN_HOME/sbom``.
+    Every new image gets its SBOM, read from inside the image, stored under ``BOSUN_HOME/sbom``,
+    and a hardening audit: below ``min_audit_score`` it is not locked, so it can never start.
     """
     bases = ensure_base_images(client, home.cache_dir, progress)
     base_id = bases[entry.base_image]
@@ -99,6 +106,14 @@ def build_entry(
         progress,
         labels={"io.bosun.entry": entry.name, "io.bosun.entry-digest": entry.digest()},
     )
+    report = audit(client, image_id)
+    progress(f"hardening audit: {report.score}/100")
+    if report.score < min_audit_score:
+        listed = "\n".join(f"  [{f.severity}] {f.check}: {f.detail}" for f in report.findings)
+        raise ImageBuildError(
+            f"{entry.image_tag} scored {report.score}/100 in the hardening audit, below the required "
+            f"{min_audit_score}; it was not recorded and cannot start:\n{listed}"
+        )
     _write_sbom(client, entry, image_id, home, progress)
     # Re-read: another build may have finished meanwhile, and its record must not be lost.
     lock = Lock.load(home.lock_file)
@@ -108,6 +123,7 @@ def build_entry(
         entry_digest=entry.digest(),
         base_image_id=base_id,
         built_at=datetime.now(UTC),
+        audit_score=report.score,
     )
     lock.save(home.lock_file)
     return BuildResult(entry.name, entry.image_tag, image_id, rebuilt=True)

@@ -18,6 +18,7 @@ class LockedImage(BaseModel):
     entry_digest: str
     base_image_id: str
     built_at: datetime
+    audit_score: int | None = None
 
 
 class Lock(BaseModel):
