@@ -15,6 +15,7 @@ import typer
 
 from bosun import logs
 from bosun.catalog.loader import Catalog, CatalogError, load_catalog
+from bosun.catalog.pins import PinStore
 from bosun.catalog.sbom import rows as sbom_rows
 from bosun.catalog.sbom import sbom_path
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
@@ -252,6 +253,47 @@ def catalog_build(
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
+
+
+@catalog_app.command("approve")
+def catalog_approve(
+    name: Annotated[str, typer.Argument(help="An enabled server whose current tools to review.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Approve without asking (after printing the review).")] = False,
+) -> None:
+    """Review a server's tools against what was approved before (a diff, plus any poisoning found)
+    and, once you accept, pin them: only pinned tools reach agents."""
+    from bosun.catalog.pins import Pins, diff
+    from bosun.catalog.poisoning import scan
+    from bosun.gateway.core import Gateway
+    from bosun.runtime.docker import DockerBackend
+
+    home = _home()
+    _engine(home)
+    if name not in _settings(home).enabled():
+        fail(f"{name} is not enabled: run `bosun server enable {name}` first")
+
+    async def current() -> tuple[list[Any], set[str]]:
+        async with Gateway(home, DockerBackend()) as gw:
+            tools = await gw.upstream(name, "approve").list_tools()
+            return tools, {e.name for e in gw.enabled_entries()} - {name}
+
+    tools, others = anyio.run(current)
+    store = PinStore(home.root)
+    old = store.load(name)
+    changes = diff(old, tools)
+    findings = [f for t in tools for f in scan(t, others)]
+    if not changes and not findings:
+        console.print(f"{name}: {len(tools)} tools, identical to what was approved")
+        return
+    console.print(changes or f"{name}: no change since the last approval", markup=False, highlight=False)
+    for f in findings:
+        err_console.print(f"[yellow]warning[/]: {f.tool} {f.where}: {f.rule}: {f.span!r}", highlight=False)
+    if not changes:
+        return
+    if not yes and not typer.confirm(f"Approve these {len(tools)} tools of {name}?"):
+        fail("not approved; the changed and new tools stay withheld")
+    store.save(Pins.of(name, tools))
+    console.print(f"approved {len(tools)} tools of {name}")
 
 
 # -- servers -----------------------------------------------------------------------------------

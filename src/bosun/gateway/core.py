@@ -27,6 +27,8 @@ from mcp.shared.uri_template import UriTemplate
 
 from bosun.catalog.loader import Catalog, load_catalog
 from bosun.catalog.models import Entry
+from bosun.catalog.pins import Pins, PinStore, tool_hash
+from bosun.catalog.poisoning import scan
 from bosun.config import Settings
 from bosun.gateway import names
 from bosun.gateway.downstream import Downstream, InputBridge
@@ -94,6 +96,9 @@ class Gateway:
         self._bridges: dict[str, InputBridge] = {}
         self._seq = itertools.count(1)
         self._tg: TaskGroup | None = None
+        self.pins = PinStore(home.root)
+        self._withheld: dict[str, str] = {}  # public tool name -> why
+        self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
         self.redactor = self._load_redactor()
         self._config_mtime = self._mtime()
@@ -250,7 +255,10 @@ class Gateway:
             self._upstreams[key] = up
         return up
 
-    def _tools_changed(self) -> None:
+    def _tools_changed(self, server: str) -> None:
+        """Forget the server's routes, so each tool is vetted against its pin again before use."""
+        for public in [p for p, r in self._tool_routes.items() if r.server == server]:
+            del self._tool_routes[public]
         if self._tg is not None:
             self._tg.start_soon(self.notify_list_changed)
 
@@ -274,10 +282,37 @@ class Gateway:
 
     # -- tools -------------------------------------------------------------------------------
 
+    def vet(self, server: str, tools: list[types.Tool]) -> list[types.Tool]:
+        """The tools that match their pins. The first time a server is seen its tools are pinned."""
+        pins = self.pins.load(server)
+        if pins is None:
+            pins = Pins.of(server, tools)
+            self.pins.save(pins)
+            log.info("pinned %d tools on first use", len(tools), extra={"server": server})
+            others = {e.name for e in self.enabled_entries()} - {server}
+            for tool in tools:
+                for f in scan(tool, others):
+                    log.warning("possible tool poisoning in %s %s (%s): %r", f.tool, f.where, f.rule, f.span,
+                                extra={"server": server})  # fmt: skip
+        approved = []
+        for tool in tools:
+            public = names.namespaced(server, tool.name)
+            why = pins.verdict(tool)
+            if why is None:
+                self._withheld.pop(public, None)
+                approved.append(tool)
+                continue
+            self._withheld[public] = why
+            if (public, tool_hash(tool)) not in self._reported:
+                self._reported.add((public, tool_hash(tool)))
+                log.warning("withholding tool %s: %s; review with `bosun catalog approve %s`", tool.name, why,
+                            server, extra={"server": server})  # fmt: skip
+        return approved
+
     async def list_tools(self, client: str) -> list[types.Tool]:
         async def tools_of(up: Upstream) -> list[types.Tool]:
             out = []
-            for tool in await up.list_tools():
+            for tool in self.vet(up.name, await up.list_tools()):
                 public = names.namespaced(up.name, tool.name)
                 self._tool_routes[public] = Route(up.name, tool.name)
                 out.append(tool.model_copy(update={"name": public}))
@@ -292,10 +327,16 @@ class Gateway:
                 server, _ = names.split(public)
             except ValueError as e:
                 raise MCPError(types.INVALID_PARAMS, str(e)) from None
-            for tool in await self.upstream(server, client).list_tools():
+            for tool in self.vet(server, await self.upstream(server, client).list_tools()):
                 self._tool_routes[names.namespaced(server, tool.name)] = Route(server, tool.name)
             route = self._tool_routes.get(public)
         if route is None:
+            if why := self._withheld.get(public):
+                server = names.split(public)[0]
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"tool {public!r} is withheld: it is {why}; review it with `bosun catalog approve {server}`",
+                )
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {public!r}")
         return route
 

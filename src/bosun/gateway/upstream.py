@@ -112,7 +112,7 @@ class Upstream:
         spec_factory: SpecFactory,
         task_group: TaskGroup,
         idle_timeout_s: float = 300,
-        on_tools_changed: Callable[[], None] | None = None,
+        on_tools_changed: Callable[[str], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.name = name
@@ -129,6 +129,7 @@ class Upstream:
         self._last_used = time.monotonic()
         self._crashes = 0
         self.restarts = 0
+        self._starts = 0
         self.relay = Relay(name)
 
     @property
@@ -189,6 +190,10 @@ class Upstream:
                 with anyio.fail_after(60):
                     await session.initialize()
                 self._live = _Live(session, container)
+                self._starts += 1
+                if self._starts > 1 and self._on_tools_changed:
+                    # A new process may offer other tools than the one before: vet them afresh.
+                    self._on_tools_changed(self.name)
                 log.info("started", extra={"server": self.name, "container": container.id[:12]})
                 ready.set()
                 await self._watch(container)
@@ -234,7 +239,7 @@ class Upstream:
             if self._live:
                 self._live.tools = None
             if self._on_tools_changed:
-                self._on_tools_changed()
+                self._on_tools_changed(self.name)
 
     async def list_tools(self) -> list[types.Tool]:
         session = await self.session()

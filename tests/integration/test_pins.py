@@ -1,0 +1,48 @@
+"""Tool pinning on a real server: a schema that changes after approval is withheld until approved."""
+
+from __future__ import annotations
+
+import pytest
+from _util import run_bosun
+from mcp.shared.exceptions import MCPError
+
+from bosun.catalog.pins import PinStore
+from bosun.gateway.core import Gateway
+from bosun.home import Home
+from bosun.runtime.docker import DockerBackend
+
+pytestmark = pytest.mark.anyio
+
+
+def _time_with_zone(home: Home, zone: str) -> None:
+    """The time server names its local zone in its tools' argument descriptions."""
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / "time.yaml").write_text(
+        "name: time\ntitle: T\ndescription: d\n"
+        "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
+        f"command: [mcp-server-time]\nargs: [--local-timezone, {zone}]\n"
+    )
+
+
+async def _time_tools(home: Home) -> set[str]:
+    async with Gateway(home, DockerBackend()) as gw:
+        return {t.name for t in await gw.list_tools("t") if t.name.startswith("time__")}
+
+
+async def test_changed_tool_schema_is_withheld_until_approved(home: Home) -> None:
+    assert await _time_tools(home) == {"time__get_current_time", "time__convert_time"}
+    pins = PinStore(home.root).load("time")
+    assert pins is not None and set(pins.tools) == {"get_current_time", "convert_time"}
+
+    _time_with_zone(home, "Europe/Paris")  # same image, different tool schemas
+    assert await _time_tools(home) == set()
+    async with Gateway(home, DockerBackend()) as gw:
+        with pytest.raises(MCPError, match=r"withheld: it is changed .* `bosun catalog approve time`"):
+            await gw.call_tool("t", "time__get_current_time", {"timezone": "UTC"})
+        assert not (await gw.call_tool("t", "memory__read_graph", {})).is_error  # others unaffected
+
+    review = run_bosun(home, "catalog", "approve", "time", "--yes")
+    assert "Europe/Paris" in review.stdout and "approved 2 tools of time" in review.stdout
+    assert await _time_tools(home) == {"time__get_current_time", "time__convert_time"}
+    again = run_bosun(home, "catalog", "approve", "time")
+    assert "identical to what was approved" in again.stdout
