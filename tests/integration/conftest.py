@@ -53,10 +53,10 @@ def built_home(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.D
 
 @pytest.fixture
 def home(built_home: Home, tmp_path: Path) -> Home:
-    """A fresh home per test that shares the built images (lock) but not settings or tokens."""
-    h = Home(tmp_path / "home").ensure()
-    shutil.copy(built_home.lock_file, h.lock_file)
-    shutil.copytree(built_home.root / "sbom", h.root / "sbom")
+    """A fresh home per test with the built images, their SBOMs, signatures and signing key."""
+    h = Home(tmp_path / "home")
+    shutil.copytree(built_home.root, h.root)
+    h.ensure()
     files = tmp_path / "files"
     files.mkdir()
     (files / "note.txt").write_text("mounted read-only\n")

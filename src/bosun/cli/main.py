@@ -18,6 +18,7 @@ from bosun.catalog.loader import Catalog, CatalogError, load_catalog
 from bosun.catalog.pins import PinStore
 from bosun.catalog.sbom import rows as sbom_rows
 from bosun.catalog.sbom import sbom_path
+from bosun.catalog.signing import Keys, TrustError, verify_image
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings
 from bosun.home import Home
@@ -41,6 +42,7 @@ catalog_app = typer.Typer(help="Catalog entries: what servers exist and how they
 server_app = typer.Typer(help="Which servers the gateway serves, and what they are granted.", no_args_is_help=True)
 gateway_app = typer.Typer(help="Run the MCP gateway that agents connect to.", no_args_is_help=True)
 tools_app = typer.Typer(help="List and call tools through the gateway.", no_args_is_help=True)
+key_app = typer.Typer(help="The signing key that vouches for every image Bosun builds.", no_args_is_help=True)
 secret_app = typer.Typer(
     help="Secrets, encrypted at rest; each reaches only the servers that declare it.", no_args_is_help=True
 )
@@ -51,6 +53,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(tools_app, name="tools")
 app.add_typer(secret_app, name="secret")
+app.add_typer(key_app, name="key")
 
 
 def _home() -> Home:
@@ -186,6 +189,26 @@ def image_audit(
         table([f.__dict__ for f in report.findings], ["severity", "check", "detail"], False)
     if report.score < DEFAULT_MIN_SCORE:
         raise typer.Exit(1)
+
+
+@image_app.command("verify")
+def image_verify(name: Annotated[str, typer.Argument(help="Catalog entry whose built image to verify.")]) -> None:
+    """The check run before every start: signed by a trusted key, untampered, naming exactly this image.
+    Exits non-zero when it fails."""
+    home = _home()
+    locked = Lock.load(home.lock_file).images.get(name)
+    if locked is None:
+        fail(f"{name} is not built: run `bosun catalog build {name}`")
+    try:
+        predicate = verify_image(home.root, name, locked.image_id)
+    except TrustError as e:
+        fail(str(e))
+    source = predicate["buildDefinition"]["externalParameters"]["source"]
+    builder = predicate["runDetails"]["builder"]["id"]
+    console.print(
+        f"verified {locked.tag} ({locked.image_id[7:19]}): "
+        f"{source['type']} {source['package']}=={source['version']}, built by {builder}"
+    )
 
 
 # -- catalog -----------------------------------------------------------------------------------
@@ -560,3 +583,39 @@ def secret_rm(name: str) -> None:
     if not SecretStore(_home().root).remove(name):
         fail(f"no secret named {name!r}")
     console.print(f"removed {name}")
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def _show_key(key: Any) -> None:
+    console.print(f"key id   {key.keyid}\nscheme   {key.scheme}\npublic   {key.keyval['public']}")
+
+
+@key_app.command("generate")
+def key_generate(
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing signing key.")] = False,
+) -> None:
+    """Create the signing key (the private half is kept encrypted in the secret store)."""
+    keys = Keys(_home().root)
+    if keys.signer() is not None and not force:
+        fail("a signing key exists already: `bosun key show`, or `bosun key rotate` to replace it")
+    _show_key(keys.generate())
+
+
+@key_app.command("show")
+def key_show() -> None:
+    """The current signing key's public half, and every public key trusted for verification."""
+    keys = Keys(_home().root)
+    signer = keys.signer()
+    if signer is None:
+        fail("no signing key yet: `bosun key generate` (the first `bosun catalog build` makes one too)")
+    _show_key(signer.public_key)
+    console.print(f"trusted  {', '.join(k.keyid[:16] for k in keys.trusted())}")
+
+
+@key_app.command("rotate")
+def key_rotate() -> None:
+    """Replace the signing key. Images signed by the old key keep verifying (its public half stays
+    trusted) until you remove it from BOSUN_HOME/keys/trusted; rebuild with --force to re-sign."""
+    _show_key(Keys(_home().root).generate())

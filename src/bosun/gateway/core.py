@@ -29,6 +29,7 @@ from bosun.catalog.loader import Catalog, load_catalog
 from bosun.catalog.models import Entry
 from bosun.catalog.pins import Pins, PinStore, tool_hash
 from bosun.catalog.poisoning import scan
+from bosun.catalog.signing import TrustError, verify_image
 from bosun.config import Settings
 from bosun.gateway import names
 from bosun.gateway.downstream import Downstream, InputBridge
@@ -203,6 +204,11 @@ class Gateway:
         locked = Lock.load(self.home.lock_file).images.get(entry.name)
         if locked is None:
             raise UpstreamError(f"{entry.name} has no image yet: run `bosun catalog build {entry.name}`")
+        try:
+            # Fail closed: the container runs by this verified image id, never by a mutable tag.
+            verify_image(self.home.root, entry.name, locked.image_id)
+        except TrustError as e:
+            raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
         grants = self.settings.servers.get(entry.name)
         mounts = grants.mounts if grants else []
         granted = {m.target for m in mounts}

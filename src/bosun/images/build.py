@@ -12,7 +12,8 @@ import docker
 from docker.errors import ImageNotFound
 
 from bosun.catalog.models import Entry
-from bosun.catalog.sbom import build_sbom, save_sbom, sbom_path
+from bosun.catalog.sbom import build_sbom, save_sbom
+from bosun.catalog.signing import attestation_path, sign_image
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import DROP_PRIVILEGED_FILES, SERVER_UID, ensure_base_images
@@ -95,8 +96,8 @@ def build_entry(
     locked = lock.images.get(entry.name)
     if not force and _up_to_date(client, entry, locked, base_id):
         assert locked is not None
-        if not sbom_path(home.root, locked.image_id).exists():
-            _write_sbom(client, entry, locked.image_id, home, progress)
+        if not attestation_path(home.root, locked.image_id).exists():
+            _attest(client, entry, locked.image_id, base_id, home, progress)
         return BuildResult(entry.name, locked.tag, locked.image_id, rebuilt=False)
     progress(f"building {entry.image_tag} from {entry.source.type} {entry.source.package}=={entry.source.version}")
     image_id = build(
@@ -114,7 +115,7 @@ def build_entry(
             f"{entry.image_tag} scored {report.score}/100 in the hardening audit, below the required "
             f"{min_audit_score}; it was not recorded and cannot start:\n{listed}"
         )
-    _write_sbom(client, entry, image_id, home, progress)
+    _attest(client, entry, image_id, base_id, home, progress)
     # Re-read: another build may have finished meanwhile, and its record must not be lost.
     lock = Lock.load(home.lock_file)
     lock.images[entry.name] = LockedImage(
@@ -129,7 +130,12 @@ def build_entry(
     return BuildResult(entry.name, entry.image_tag, image_id, rebuilt=True)
 
 
-def _write_sbom(client: docker.DockerClient, entry: Entry, image_id: str, home: Home, progress: Progress) -> None:
+def _attest(
+    client: docker.DockerClient, entry: Entry, image_id: str, base_id: str, home: Home, progress: Progress
+) -> None:
+    """The image's SBOM, read from inside it, then provenance and SBOM signed for that exact image id."""
     packages = inventory(client, image_id)
-    path = save_sbom(home.root, image_id, build_sbom(entry, image_id, packages))
-    progress(f"SBOM: {len(packages)} packages -> {path}")
+    document = build_sbom(entry, image_id, packages)
+    save_sbom(home.root, image_id, document)
+    path = sign_image(home.root, entry, image_id, base_id, document)
+    progress(f"SBOM with {len(packages)} packages; provenance and SBOM signed -> {path}")
