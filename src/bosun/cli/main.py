@@ -1,4 +1,4 @@
-"""``bosun``: run MCP servers in hardened containers behind one gateway, like ``docker run`` does."""
+"""bosun: run MCP servers in hardened containers behind one governed gateway, as easily as docker run."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ app = typer.Typer(
     epilog="Start here: [bold]bosun doctor[/], then [bold]bosun demo[/]. State lives in BOSUN_HOME (~/.bosun).",
 )
 engine_app = typer.Typer(help="Find, install and start the Docker Engine.", no_args_is_help=True)
-image_app = typer.Typer(help="Base images built from Debian, with no registry needed.", no_args_is_help=True)
+image_app = typer.Typer(
+    help="Images: Debian bases built with no registry, SBOMs, hardening audits, signature checks.",
+    no_args_is_help=True,
+)
 catalog_app = typer.Typer(help="Catalog entries: what servers exist and how they are built.", no_args_is_help=True)
 server_app = typer.Typer(help="Which servers the gateway serves, and what they are granted.", no_args_is_help=True)
 gateway_app = typer.Typer(help="Run the MCP gateway that agents connect to.", no_args_is_help=True)
