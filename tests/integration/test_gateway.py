@@ -214,3 +214,17 @@ async def test_server_requests_and_progress_reach_the_calling_client(home: Home,
         )
         assert not r.is_error
         assert progress == [1, 2, 3]
+
+
+async def test_cancelled_call_does_not_hold_up_the_next_one(home: Home) -> None:
+    s = Settings.load(home.config_file)
+    s.servers["everything"] = s.servers["time"].model_copy()
+    s.save(home.config_file)
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params, mode="legacy") as client:
+        assert _text(await client.call_tool("everything__echo", {"message": "warm"})).endswith("warm")
+        with anyio.move_on_after(1) as scope:  # the client gives up; the SDK sends notifications/cancelled
+            await client.call_tool("everything__trigger-long-running-operation", {"duration": 30, "steps": 30})
+        assert scope.cancelled_caught
+        with anyio.fail_after(5):
+            assert _text(await client.call_tool("everything__echo", {"message": "after"})).endswith("after")
