@@ -98,3 +98,12 @@ def test_redactor_leaves_clean_results_untouched() -> None:
     result = types.CallToolResult(content=[types.TextContent(type="text", text="nothing here")])
     assert Redactor({"a": VALUE}).model(result) == (result, set())
     assert os.environ.get(PASSPHRASE_ENV) is None
+
+
+def test_all_returns_every_value_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "pass")
+    store = SecretStore(tmp_path)
+    assert store.all() == {}
+    store.set("a", VALUE)
+    store.set("b", "second-value")
+    assert store.all() == {"a": VALUE, "b": "second-value"}

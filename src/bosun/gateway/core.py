@@ -152,7 +152,7 @@ class Gateway:
 
     def _load_redactor(self) -> Redactor:
         try:
-            return Redactor({info.name: self.secrets.get(info.name) for info in self.secrets.infos()})
+            return Redactor(self.secrets.all())
         except SecretError as e:
             # Without the key nothing can be redacted; say so loudly rather than pretend.
             log.error("secret values cannot be read for redaction: %s", e)

@@ -124,18 +124,20 @@ class SecretStore:
         data.secrets[name] = _Sealed(nonce=_b64(nonce), ciphertext=_b64(sealed), updated_at=datetime.now(UTC))
         self._save(data)
 
+    @staticmethod
+    def _open(cipher: AESGCM, name: str, sealed: _Sealed) -> str:
+        try:
+            plain = cipher.decrypt(base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), name.encode())
+        except InvalidTag:
+            raise SecretError(f"secret {name!r} does not decrypt: wrong key or a tampered store") from None
+        return plain.decode()
+
     def get(self, name: str) -> str:
         data = self._load()
         sealed = data.secrets.get(name)
         if sealed is None:
             raise SecretError(f"secret {name!r} is not set: run `bosun secret set {name}` (reads the value from stdin)")
-        try:
-            plain = AESGCM(self._key(data, create=False)).decrypt(
-                base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), name.encode()
-            )
-        except InvalidTag:
-            raise SecretError(f"secret {name!r} does not decrypt: wrong key or a tampered store") from None
-        return plain.decode()
+        return self._open(AESGCM(self._key(data, create=False)), name, sealed)
 
     def remove(self, name: str) -> bool:
         data = self._load()
@@ -147,6 +149,11 @@ class SecretStore:
     def infos(self) -> list[SecretInfo]:
         return [SecretInfo(n, s.updated_at) for n, s in sorted(self._load().secrets.items())]
 
-    def values(self) -> list[str]:
-        """Every stored value, for redaction; never for display."""
-        return [self.get(info.name) for info in self.infos()]
+    def all(self) -> dict[str, str]:
+        """Every stored value by name, for redaction, never for display. One key derivation for all:
+        with a passphrase, scrypt costs tens of milliseconds each time."""
+        data = self._load()
+        if not data.secrets:
+            return {}
+        cipher = AESGCM(self._key(data, create=False))
+        return {name: self._open(cipher, name, sealed) for name, sealed in data.secrets.items()}
