@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+import yaml
 
 from bosun import logs
 from bosun.catalog.loader import Catalog, CatalogError, load_catalog
@@ -21,6 +22,7 @@ from bosun.catalog.sbom import sbom_path
 from bosun.catalog.signing import Keys, TrustError, verify_image
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings
+from bosun.files import write_atomic
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
@@ -279,6 +281,55 @@ def catalog_build(
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
+
+
+@catalog_app.command("import")
+def catalog_import(
+    path: Annotated[Path, typer.Argument(help="A server.json file, or a folder searched for server.json files.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; write nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace entries imported or written before.")] = False,
+) -> None:
+    """Import official MCP registry server.json files as entries in BOSUN_HOME/catalog, with a report
+    per entry of what was mapped and what was not carried over (nothing is dropped silently).
+    Imported entries override built-in ones of the same name."""
+    from bosun.catalog.formats.registry import convert
+
+    home = _home()
+    if not path.exists():
+        fail(f"{path} does not exist")
+    files = [path] if path.is_file() else sorted(path.rglob("server.json"))
+    skipped = [] if path.is_file() else sorted(path.rglob("server.yaml"))
+    if not files and not skipped:
+        fail(f"no server.json under {path}")
+    builtin = set(load_catalog().entries)
+    imported = 0
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            err_console.print(f"[red]{f}[/]: not readable JSON: {e}")
+            continue
+        result = convert(data if isinstance(data, dict) else {}, str(f))
+        name = result.entry.name if result.entry else "-"
+        console.print(f"[bold]{f}[/] -> {name}", highlight=False)
+        for note in result.notes:
+            console.print(f"  mapped       {note}", highlight=False, markup=False)
+        for gap in result.unsupported:
+            console.print(f"  [yellow]not carried[/] {gap}", highlight=False)
+        if result.entry is None:
+            continue
+        target = home.root / "catalog" / f"{result.entry.name}.yaml"
+        if target.exists() and not force:
+            err_console.print(f"  {target} exists: not replaced (use --force)")
+            continue
+        if result.entry.name in builtin:
+            console.print(f"  note: overrides the built-in entry {result.entry.name!r}")
+        if not dry_run:
+            write_atomic(target, yaml.safe_dump(result.entry.model_dump(mode="json"), sort_keys=False))
+            imported += 1
+    for f in skipped:
+        err_console.print(f"{f}: Docker's server.yaml format is not supported yet; skipped")
+    console.print(f"{imported} entr{'y' if imported == 1 else 'ies'} written to {home.root / 'catalog'}")
 
 
 @catalog_app.command("approve")
