@@ -121,6 +121,10 @@ class Settings(BaseModel):
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)
 
+    def is_enabled(self, name: str) -> bool:
+        server = self.servers.get(name)
+        return server is not None and server.enabled
+
     def enable(self, entry: Entry, mounts: list[MountGrant]) -> None:
         targets = {m.target for m in entry.mounts}
         for m in mounts:

@@ -346,7 +346,7 @@ def catalog_approve(
 
     home = _home()
     _engine(home)
-    if name not in _settings(home).enabled():
+    if not _settings(home).is_enabled(name):
         fail(f"{name} is not enabled: run `bosun server enable {name}` first")
 
     async def current() -> tuple[list[Any], set[str]]:
@@ -376,8 +376,17 @@ def catalog_approve(
 # -- servers -----------------------------------------------------------------------------------
 
 
-_MOUNT_HELP = "Grant a folder: HOST_PATH:/container/path[:rw] (read-only unless :rw). Repeatable."
-_SENSITIVE_HELP = "Allow mounting credentials, the Docker socket, / or /etc (the server can then read them)."
+MountOpt = Annotated[
+    list[str] | None,
+    typer.Option("--mount", help="Grant a folder: HOST_PATH:/container/path[:rw] (read-only unless :rw). Repeatable."),
+]
+SensitiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-sensitive",
+        help="Allow mounting credentials, the Docker socket, / or /etc (the server can then read them).",
+    ),
+]
 
 
 def _grant(name: str, mounts: list[str], allow_sensitive: bool, enable: bool) -> None:
@@ -388,7 +397,7 @@ def _grant(name: str, mounts: list[str], allow_sensitive: bool, enable: bool) ->
     settings = _settings(home)
     try:
         grants = [MountGrant.parse(m, allow_sensitive, home.root) for m in mounts]
-        was_enabled = name in settings.enabled()
+        was_enabled = settings.is_enabled(name)
         settings.enable(entry, grants)
         settings.servers[name].enabled = enable or was_enabled
     except ConfigError as e:
@@ -402,21 +411,13 @@ def _grant(name: str, mounts: list[str], allow_sensitive: bool, enable: bool) ->
 
 
 @server_app.command("enable")
-def server_enable(
-    name: str,
-    mount: Annotated[list[str] | None, typer.Option("--mount", help=_MOUNT_HELP)] = None,
-    allow_sensitive: Annotated[bool, typer.Option("--allow-sensitive", help=_SENSITIVE_HELP)] = False,
-) -> None:
+def server_enable(name: str, mount: MountOpt = None, allow_sensitive: SensitiveOpt = False) -> None:
     """Serve NAME through the gateway (a running gateway picks the change up within a second)."""
     _grant(name, mount or [], allow_sensitive, enable=True)
 
 
 @server_app.command("config")
-def server_config(
-    name: str,
-    mount: Annotated[list[str] | None, typer.Option("--mount", help=_MOUNT_HELP)] = None,
-    allow_sensitive: Annotated[bool, typer.Option("--allow-sensitive", help=_SENSITIVE_HELP)] = False,
-) -> None:
+def server_config(name: str, mount: MountOpt = None, allow_sensitive: SensitiveOpt = False) -> None:
     """Change what NAME is granted, without enabling or disabling it."""
     _grant(name, mount or [], allow_sensitive, enable=False)
 

@@ -177,7 +177,7 @@ class Gateway:
                 continue
             before = set(self.settings.enabled())
             self.settings = settings
-            for key in [k for k in self._upstreams if k[0] not in settings.enabled()]:
+            for key in [k for k in self._upstreams if not settings.is_enabled(k[0])]:
                 await self._upstreams.pop(key).stop()
             if set(settings.enabled()) != before:
                 await self.notify_list_changed()
@@ -242,7 +242,7 @@ class Gateway:
         )
 
     def upstream(self, server: str, client: str) -> Upstream:
-        if server not in self.settings.enabled():
+        if not self.settings.is_enabled(server):  # on every call: no list built, nothing sorted
             raise MCPError(types.INVALID_PARAMS, f"server {server!r} is not enabled on this gateway")
         entry = self.catalog.get(server)
         key = (server, client if entry.scope == "session" else SHARED)
