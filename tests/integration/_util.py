@@ -1,11 +1,17 @@
-"""Running the real ``bosun`` command against a test home."""
+"""Helpers the integration tests share: the real ``bosun`` command, catalog overrides, exec in containers."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from typing import Any
 
+import docker
+import yaml
+
+from bosun.catalog.loader import load_catalog
+from bosun.config import ServerSettings, Settings
 from bosun.home import Home
 
 
@@ -19,3 +25,29 @@ def env_for(home: Home) -> dict[str, str]:
 
 def run_bosun(home: Home, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(bosun_cmd(*args), env=env_for(home), capture_output=True, text=True, check=check, timeout=300)
+
+
+def override_entry(home: Home, name: str, **fields: Any) -> None:
+    """A user catalog entry: the built-in ``name`` with ``fields`` replaced (same image), enabled."""
+    data = load_catalog().get(name).model_dump(mode="json") | fields
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    settings = Settings.load(home.config_file)
+    settings.servers[name] = settings.servers.get(name) or ServerSettings()
+    settings.servers[name].enabled = True
+    settings.save(home.config_file)
+
+
+def exec_in(client: docker.DockerClient, container_id: str, *argv: str, timeout_s: int = 60) -> tuple[int, str]:
+    """Run ``argv`` inside the container as its server runs; returns (exit code, stdout+stderr)."""
+    run = client.api.exec_create(container_id, ["timeout", str(timeout_s), *argv])
+    out = client.api.exec_start(run).decode(errors="replace")
+    return int(client.api.exec_inspect(run["Id"])["ExitCode"]), out
+
+
+def sh(client: docker.DockerClient, container_id: str, script: str) -> str:
+    return exec_in(client, container_id, "sh", "-c", script)[1]
+
+
+def py(client: docker.DockerClient, container_id: str, code: str) -> tuple[int, str]:
+    return exec_in(client, container_id, "python3", "-c", code)

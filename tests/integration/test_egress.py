@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import anyio
 import docker
 import pytest
+from _util import override_entry, py
 
-from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.images.base import BASE_PYTHON
@@ -61,21 +61,9 @@ def sites(docker_client: docker.DockerClient) -> Iterator[Sites]:
         c.remove(force=True)
 
 
-def _allow(home: Home, name: str, package: str, command: str, hosts: list[str], args: str = "[]") -> None:
-    (home.root / "catalog").mkdir(exist_ok=True)
-    (home.root / "catalog" / f"{name}.yaml").write_text(
-        f"name: {name}\ntitle: T\ndescription: d\n"
-        f"source: {{type: pypi, package: {package}, version: '{'2026.10.24' if name == 'fetch' else '2026.10.19'}'}}\n"
-        f"command: [{command}]\nargs: {args}\nnetwork: {{allow_hosts: {hosts}}}\n"
-    )
-    s = Settings.load(home.config_file)
-    s.servers[name] = s.servers["time"].model_copy()
-    s.save(home.config_file)
-
-
 @pytest.fixture
 async def egress_gateway(home: Home, sites: Sites) -> AsyncIterator[tuple[Gateway, str]]:
-    _allow(home, "time", "mcp-server-time", "mcp-server-time", [sites.allowed])
+    override_entry(home, "time", network={"allow_hosts": [sites.allowed]})
     async with Gateway(home, DockerBackend()) as gw:
         assert not (await gw.call_tool("t", "time__get_current_time", {"timezone": "UTC"})).is_error
         container = gw.upstreams()[("time", "shared")].container
@@ -85,11 +73,6 @@ async def egress_gateway(home: Home, sites: Sites) -> AsyncIterator[tuple[Gatewa
     assert await leftover.list({LABEL_GATEWAY: gw.id}) == []
     nets = docker.from_env().api.networks(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_GATEWAY}={gw.id}"]})
     assert nets == []
-
-
-def py(client: docker.DockerClient, cid: str, code: str) -> str:
-    run = client.api.exec_create(cid, ["timeout", "60", "python3", "-c", code])
-    return client.api.exec_start(run).decode(errors="replace")
 
 
 PROBE = """
@@ -135,7 +118,7 @@ async def test_only_the_allowlisted_host_is_reachable_and_only_through_the_proxy
         "dns": "dns('api.internal.test')",
     }
     code = PROBE + "".join(f"print({k!r}, '=>', {v})\n" for k, v in checks.items())
-    out = dict(line.split(" => ", 1) for line in py(docker_client, cid, code).splitlines() if " => " in line)
+    out = dict(line.split(" => ", 1) for line in py(docker_client, cid, code)[1].splitlines() if " => " in line)
     out = {k.strip("'"): v for k, v in out.items()}
     assert "allowed-site" in out["allowed via proxy"]
     assert out["forbidden via proxy"] == "HTTP 403"
@@ -158,7 +141,7 @@ async def test_fetch_server_works_against_the_allowed_site_and_fails_cleanly_els
 ) -> None:
     # Our test sites live at private addresses, which the fetch server refuses on its own unless
     # told otherwise; Bosun's proxy still admits only the one address the allowlist names.
-    _allow(home, "fetch", "mcp-server-fetch", "mcp-server-fetch", [sites.allowed], args="[--allow-private-ips]")
+    override_entry(home, "fetch", args=["--allow-private-ips"], network={"allow_hosts": [sites.allowed]})
     async with Gateway(home, DockerBackend()) as gw:
         ok = await gw.call_tool("t", "fetch__fetch", {"url": f"http://{sites.allowed}/"})
         assert not ok.is_error, ok

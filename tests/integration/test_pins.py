@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _util import run_bosun
+from _util import override_entry, run_bosun
 from mcp.shared.exceptions import MCPError
 
 from bosun.catalog.pins import PinStore
@@ -16,12 +16,7 @@ pytestmark = pytest.mark.anyio
 
 def _time_with_zone(home: Home, zone: str) -> None:
     """The time server names its local zone in its tools' argument descriptions."""
-    (home.root / "catalog").mkdir(exist_ok=True)
-    (home.root / "catalog" / "time.yaml").write_text(
-        "name: time\ntitle: T\ndescription: d\n"
-        "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
-        f"command: [mcp-server-time]\nargs: [--local-timezone, {zone}]\n"
-    )
+    override_entry(home, "time", args=["--local-timezone", zone])
 
 
 async def _time_tools(home: Home) -> set[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import docker
 import pytest
+from _util import py, sh
 
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -29,21 +30,6 @@ async def victim(home: Home) -> AsyncIterator[tuple[Gateway, str]]:
         container = gw.upstreams()[("time", "shared")].container
         assert container is not None
         yield gw, container.id
-
-
-def attack(client: docker.DockerClient, container_id: str, *argv: str, timeout_s: int = 60) -> tuple[int, str]:
-    """Run ``argv`` inside the container as its server runs; returns (exit code, stdout+stderr)."""
-    run = client.api.exec_create(container_id, ["timeout", str(timeout_s), *argv])
-    out = client.api.exec_start(run).decode(errors="replace")
-    return int(client.api.exec_inspect(run["Id"])["ExitCode"]), out
-
-
-def sh(client: docker.DockerClient, container_id: str, script: str) -> str:
-    return attack(client, container_id, "sh", "-c", script)[1]
-
-
-def py(client: docker.DockerClient, container_id: str, code: str) -> tuple[int, str]:
-    return attack(client, container_id, "python3", "-c", code)
 
 
 async def _gateway_still_serves(gw: Gateway) -> None:
@@ -155,7 +141,7 @@ async def test_fork_bomb_is_contained_by_the_pids_limit(
 async def test_memory_hog_is_contained(victim: tuple[Gateway, str], docker_client: docker.DockerClient) -> None:
     gw, cid = victim
     limit_mb = docker_client.api.inspect_container(cid)["HostConfig"]["Memory"] // 2**20
-    code, out = attack(docker_client, cid, f'python3 -c "b = bytearray({limit_mb * 4} * 2**20); print(len(b))"')
+    code, out = py(docker_client, cid, f"b = bytearray({limit_mb * 4} * 2**20); print(len(b))")
     assert code != 0, out  # killed by the OOM killer or refused: never granted
     assert str(limit_mb * 4 * 2**20) not in out
     await _gateway_still_serves(gw)

@@ -9,7 +9,7 @@ import time
 import anyio
 import docker
 import pytest
-from _util import bosun_cmd, env_for
+from _util import bosun_cmd, env_for, override_entry, sh
 
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -46,8 +46,7 @@ async def test_every_server_container_is_hardened(gateway: Gateway, docker_clien
         assert config["Labels"][LABEL_GATEWAY] == gateway.id
         assert config["Labels"][LABEL_SESSION] == "shared"
         # What the process really runs as, from inside: not root, no effective capabilities.
-        top = docker_client.api.exec_create(up.container.id, ["sh", "-c", "id -u; grep CapEff /proc/self/status"])
-        out = docker_client.api.exec_start(top).decode()
+        out = sh(docker_client, up.container.id, "id -u; grep CapEff /proc/self/status")
         assert out.splitlines()[0] == "10001"
         assert "0000000000000000" in out
 
@@ -91,25 +90,14 @@ async def test_idle_server_is_stopped(home: Home) -> None:
         assert "UTC" in await _time_call(gw)  # and comes back on demand
 
 
-def _override_time_entry(home: Home, extra: str, command: str = "[mcp-server-time]") -> None:
-    """A user catalog entry named `time` that replaces the built-in one (same image)."""
-    (home.root / "catalog").mkdir(exist_ok=True)
-    (home.root / "catalog" / "time.yaml").write_text(
-        "name: time\ntitle: T\ndescription: d\n"
-        "source: {type: pypi, package: mcp-server-time, version: '2026.10.19'}\n"
-        f"command: {command}\n" + extra
-    )
-
-
 async def test_server_that_prints_garbage_on_stdout_still_works(home: Home) -> None:
-    noisy = "[sh, -c, 'echo this is not JSON-RPC; echo {broken; exec mcp-server-time']"
-    _override_time_entry(home, "", command=noisy)
+    override_entry(home, "time", command=["sh", "-c", "echo this is not JSON-RPC; echo {broken; exec mcp-server-time"])
     async with Gateway(home, DockerBackend()) as gw:
         assert "UTC" in await _time_call(gw)
 
 
 async def test_server_that_dies_at_start_is_an_error_and_others_keep_serving(home: Home) -> None:
-    _override_time_entry(home, "", command="[sh, -c, 'echo dying >&2; exit 3']")
+    override_entry(home, "time", command=["sh", "-c", "echo dying >&2; exit 3"])
     async with Gateway(home, DockerBackend()) as gw:
         with anyio.fail_after(60):
             result = await gw.call_tool("t", "time__get_current_time", {})
@@ -120,7 +108,7 @@ async def test_server_that_dies_at_start_is_an_error_and_others_keep_serving(hom
 
 
 async def test_session_scoped_server_gets_one_container_per_client(home: Home) -> None:
-    _override_time_entry(home, "scope: session\n")
+    override_entry(home, "time", scope="session")
     backend = DockerBackend()
     async with Gateway(home, backend) as gw:
         for client in ("alice", "bob", "alice"):

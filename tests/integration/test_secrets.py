@@ -7,8 +7,8 @@ import logging
 
 import docker
 import pytest
+from _util import override_entry, sh
 
-from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.runtime.docker import DockerBackend
@@ -21,21 +21,7 @@ VALUE = "sk-bosun-test-5f3c1e0b9a7d"
 
 def _declare_secret(home: Home) -> None:
     """The built-in `everything` entry (its get-env tool prints its environment) plus a secret."""
-    (home.root / "catalog").mkdir(exist_ok=True)
-    (home.root / "catalog" / "everything.yaml").write_text(
-        "name: everything\ntitle: E\ndescription: d\n"
-        "source: {type: npm, package: '@modelcontextprotocol/server-everything', version: '2026.8.31'}\n"
-        "command: [mcp-server-everything]\nargs: [stdio]\n"
-        "secrets: [{name: demo-token, env: DEMO_TOKEN}]\n"
-    )
-    s = Settings.load(home.config_file)
-    s.servers["everything"] = s.servers["time"].model_copy()
-    s.save(home.config_file)
-
-
-def _exec(client: docker.DockerClient, container_id: str, script: str) -> str:
-    run = client.api.exec_create(container_id, ["sh", "-c", script])
-    return client.api.exec_start(run).decode(errors="replace")
+    override_entry(home, "everything", secrets=[{"name": "demo-token", "env": "DEMO_TOKEN"}])
 
 
 async def test_secret_reaches_only_its_server_and_results_are_redacted(
@@ -55,7 +41,7 @@ async def test_secret_reaches_only_its_server_and_results_are_redacted(
         time_server = gw.upstreams()[("time", "shared")].container
         assert everything and time_server
 
-        inside = _exec(
+        inside = sh(
             docker_client,
             everything.id,
             "cat /run/secrets/demo-token; echo; stat -c '%a %u' /run/secrets/demo-token /run/secrets",
@@ -65,7 +51,7 @@ async def test_secret_reaches_only_its_server_and_results_are_redacted(
         assert VALUE not in json.dumps(docker_client.api.inspect_container(everything.id))
         # The engine keeps no log of the MCP stream (which carried the value before redaction).
         assert docker_client.api.inspect_container(everything.id)["HostConfig"]["LogConfig"]["Type"] == "none"
-        elsewhere = _exec(docker_client, time_server.id, "env; ls -la /run/secrets 2>&1; cat /proc/*/environ 2>&1")
+        elsewhere = sh(docker_client, time_server.id, "env; ls -la /run/secrets 2>&1; cat /proc/*/environ 2>&1")
         assert VALUE not in elsewhere
         assert VALUE not in json.dumps(docker_client.api.inspect_container(time_server.id))
     assert VALUE not in caplog.text
