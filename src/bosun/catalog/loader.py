@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -46,8 +46,27 @@ def parse_entry(text: str, origin: str) -> Entry:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where an entry came from, and how far that source is trusted."""
+
+    source: str  # "local" (BOSUN_HOME/catalog), "builtin", or a name given to `bosun catalog add`
+    trust: str  # high, medium or low
+    file: str
+    allow_unsigned: bool = False
+
+
+BUILTIN = Origin("builtin", "high", "builtin")
+
+
+@dataclass(frozen=True)
 class Catalog:
     entries: dict[str, Entry]
+    origins: dict[str, Origin] = field(default_factory=dict)
+    # (name, the source whose entry is used, the source whose entry lost)
+    shadowed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def origin(self, name: str) -> Origin:
+        return self.origins.get(name, BUILTIN)
 
     def get(self, name: str) -> Entry:
         try:

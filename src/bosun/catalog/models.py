@@ -18,6 +18,8 @@ ServerName = Annotated[str, StringConstraints(pattern=SERVER_NAME_PATTERN)]
 _EXACT_VERSION = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*([-+.][0-9A-Za-z.]+)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# A host, or every subdomain of one (``*.example.com``, never the apex), with an optional port.
+HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 
 
 class _Strict(BaseModel):
@@ -57,7 +59,7 @@ class SecretRef(_Strict):
 class Network(_Strict):
     """Egress the server may use. Empty means no network at all."""
 
-    allow_hosts: list[Annotated[str, StringConstraints(pattern=r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = []
+    allow_hosts: list[Annotated[str, StringConstraints(pattern=HOST_PATTERN)]] = []
 
 
 class MountRequest(_Strict):

@@ -35,6 +35,10 @@ class TrustError(RuntimeError):
     """An image cannot be trusted; the message says why and what to do."""
 
 
+class UnsignedError(TrustError):
+    """The image carries no attestation at all (as opposed to a bad or foreign one)."""
+
+
 class Keys:
     """The signing key (private half in the secret store) and the trusted public keys."""
 
@@ -119,7 +123,7 @@ def verify_image(root: Path, name: str, image_id: str) -> dict[str, Any]:
     """The verified provenance predicate of ``image_id``, or ``TrustError`` saying why not."""
     path = attestation_path(root, image_id)
     if not path.exists():
-        raise TrustError(
+        raise UnsignedError(
             f"{name}: image {image_id[7:19]} is not signed; rebuild it with `bosun catalog build {name} --force`"
         )
     keys = Keys(root).trusted()

@@ -18,7 +18,7 @@ import anyio
 import httpx
 from rich.table import Table
 
-from bosun.catalog.loader import load_catalog
+from bosun.catalog import sources
 from bosun.cli.output import console, fail, progress_printer
 from bosun.client import http_client
 from bosun.config import MountGrant, Settings
@@ -57,7 +57,7 @@ def _prepare(home: Home) -> None:
     except engine.EngineError as e:
         fail(str(e))
     client = engine.client()
-    catalog = load_catalog([home.root / "catalog"])
+    catalog = sources.load(home.root)
     for name in DEMO_SERVERS:
         t0 = time.monotonic()
         r = build_entry(client, catalog.get(name), home, step)

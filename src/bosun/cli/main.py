@@ -13,13 +13,19 @@ from typing import Annotated, Any
 import anyio
 import typer
 import yaml
+from pydantic import ValidationError
+from rich.markup import escape
 
 from bosun import logs
-from bosun.catalog.loader import Catalog, CatalogError, load_catalog
+from bosun.catalog import sources
+from bosun.catalog.formats.common import ImportResult
+from bosun.catalog.formats.read import read_path
+from bosun.catalog.loader import Catalog, CatalogError
 from bosun.catalog.pins import PinStore
 from bosun.catalog.sbom import rows as sbom_rows
 from bosun.catalog.sbom import sbom_path
 from bosun.catalog.signing import Keys, TrustError, verify_image
+from bosun.catalog.sources import Source, Sources, Trust, read_source
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings
 from bosun.files import write_atomic
@@ -67,7 +73,7 @@ def _home() -> Home:
 
 def _catalog(home: Home) -> Catalog:
     try:
-        return load_catalog([home.root / "catalog"])
+        return sources.load(home.root)
     except CatalogError as e:
         fail("the catalog has invalid entries:\n" + str(e))
 
@@ -225,19 +231,21 @@ def catalog_ls(as_json: bool = JsonOpt) -> None:
     home = _home()
     lock = Lock.load(home.lock_file)
     enabled = set(_settings(home).enabled())
+    catalog = _catalog(home)
     rows = [
         {
             "name": e.name,
             "title": e.title,
-            "source": f"{e.source.type}:{e.source.package}=={e.source.version}",
+            "package": f"{e.source.type}:{e.source.package}=={e.source.version}",
+            "from": catalog.origin(e.name).source,
             "scope": e.scope,
             "built": "yes" if e.name in lock.images else "no",
             "enabled": "yes" if e.name in enabled else "no",
             "labels": ",".join(e.labels),
         }
-        for e in _catalog(home)
+        for e in catalog
     ]
-    table(rows, ["name", "title", "source", "scope", "built", "enabled", "labels"], as_json)
+    table(rows, ["name", "title", "package", "from", "scope", "built", "enabled", "labels"], as_json)
 
 
 @catalog_app.command("show")
@@ -283,53 +291,177 @@ def catalog_build(
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
 
 
+PackageOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--package",
+        help="NAME=pypi:PKG==VERSION or NAME=npm:PKG@VERSION: the real package of a server that a Docker "
+        "catalog names only by image. Repeat for several.",
+    ),
+]
+
+
+def _packages(specs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for spec in specs or []:
+        name, sep, package = spec.partition("=")
+        if not sep or not name:
+            fail(f"--package {spec!r}: write NAME=pypi:PKG==VERSION or NAME=npm:PKG@VERSION")
+        out[name] = package
+    return out
+
+
+def _print_report(result: ImportResult) -> None:
+    name = result.entry.name if result.entry else "-"
+    console.print(f"[bold]{result.origin}[/] -> {name}", highlight=False)
+    for note in result.notes:
+        console.print(f"  mapped       {note}", highlight=False, markup=False)
+    for gap in result.unsupported:
+        console.print(f"  [yellow]not carried[/] {escape(gap)}", highlight=False)
+
+
 @catalog_app.command("import")
 def catalog_import(
-    path: Annotated[Path, typer.Argument(help="A server.json file, or a folder searched for server.json files.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A file or a folder tree of: official registry server.json, Docker server.yaml, "
+            "a Docker catalog (version 2, registry: map), or Bosun entries."
+        ),
+    ],
+    package: PackageOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; write nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace entries imported or written before.")] = False,
 ) -> None:
-    """Import official MCP registry server.json files as entries in BOSUN_HOME/catalog, with a report
-    per entry of what was mapped and what was not carried over (nothing is dropped silently).
-    Imported entries override built-in ones of the same name."""
-    from bosun.catalog.formats.registry import convert
-
+    """Copy servers from other catalogs into BOSUN_HOME/catalog as your own entries, with a report
+    per server of what was mapped and what was not carried over (nothing is dropped silently).
+    Your own entries override every other source. To keep following a catalog instead, see
+    `bosun catalog add`."""
     home = _home()
     if not path.exists():
         fail(f"{path} does not exist")
-    files = [path] if path.is_file() else sorted(path.rglob("server.json"))
-    skipped = [] if path.is_file() else sorted(path.rglob("server.yaml"))
-    if not files and not skipped:
-        fail(f"no server.json under {path}")
-    builtin = set(load_catalog().entries)
-    imported = 0
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            err_console.print(f"[red]{f}[/]: not readable JSON: {e}")
-            continue
-        result = convert(data if isinstance(data, dict) else {}, str(f))
-        name = result.entry.name if result.entry else "-"
-        console.print(f"[bold]{f}[/] -> {name}", highlight=False)
-        for note in result.notes:
-            console.print(f"  mapped       {note}", highlight=False, markup=False)
-        for gap in result.unsupported:
-            console.print(f"  [yellow]not carried[/] {gap}", highlight=False)
+    results = read_path(path, _packages(package))
+    if not results:
+        fail(f"no catalog files under {path}")
+    others = _catalog(home)
+    written = 0
+    for result in results:
+        _print_report(result)
         if result.entry is None:
             continue
         target = home.root / "catalog" / f"{result.entry.name}.yaml"
         if target.exists() and not force:
             err_console.print(f"  {target} exists: not replaced (use --force)")
             continue
-        if result.entry.name in builtin:
-            console.print(f"  note: overrides the built-in entry {result.entry.name!r}")
+        if result.entry.name in others.entries and not target.exists():
+            console.print(f"  note: overrides {result.entry.name!r} from {others.origin(result.entry.name).source}")
         if not dry_run:
             write_atomic(target, yaml.safe_dump(result.entry.model_dump(mode="json"), sort_keys=False))
-            imported += 1
-    for f in skipped:
-        err_console.print(f"{f}: Docker's server.yaml format is not supported yet; skipped")
-    console.print(f"{imported} entr{'y' if imported == 1 else 'ies'} written to {home.root / 'catalog'}")
+            written += 1
+    console.print(f"{written} entr{'y' if written == 1 else 'ies'} written to {home.root / 'catalog'}")
+
+
+@catalog_app.command("add")
+def catalog_add(
+    name: Annotated[str, typer.Argument(help="A short name for the source, e.g. team or community.")],
+    path: Annotated[Path, typer.Argument(help="A catalog file or folder, in any format `catalog import` reads.")],
+    trust: Annotated[
+        Trust, typer.Option(help="How far you trust it; decides who wins a name clash (high > medium > low).")
+    ] = Trust.low,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Let this source's servers start from images with no signature at all (low trust only). "
+            "A bad or foreign signature is still refused.",
+        ),
+    ] = False,
+    package: PackageOpt = None,
+) -> None:
+    """Follow another catalog: its servers join the catalog, read afresh each time, at the given trust.
+
+    Precedence on a name clash: your own entries (BOSUN_HOME/catalog), then by trust (high > medium >
+    low, built-in first among high), then the source added earlier. A lower-trust source can never
+    replace a server you already have."""
+    home = _home()
+    file = home.root / "sources.yaml"
+    try:
+        source = Source(
+            name=name,
+            path=path.resolve(),
+            trust=trust,
+            allow_unsigned=allow_unsigned,
+            packages=_packages(package),
+        )
+        all_sources = Sources.load(file)
+        all_sources.add(source)
+    except (ValueError, CatalogError) as e:
+        if isinstance(e, ValidationError):
+            fail("; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors()))
+        fail(str(e))
+    if not path.exists():
+        fail(f"{path} does not exist")
+    results = read_source(source)
+    usable = [r for r in results if r.entry]
+    for r in results:
+        if r.entry is None:
+            console.print(f"  [yellow]skipped[/] {r.origin}: {escape('; '.join(r.unsupported))}", highlight=False)
+    all_sources.save(file)
+    console.print(f"added source {name} ({trust.value} trust): {len(usable)} usable of {len(results)} servers")
+    for clash_name, winner, loser in _catalog(home).shadowed:
+        if name in (winner, loser):
+            console.print(f"  {clash_name}: {winner} wins over {loser}")
+
+
+@catalog_app.command("rm")
+def catalog_rm(name: Annotated[str, typer.Argument(help="A source added with `bosun catalog add`.")]) -> None:
+    """Stop following a catalog source. Entries you imported with `catalog import` stay."""
+    home = _home()
+    file = home.root / "sources.yaml"
+    try:
+        all_sources = Sources.load(file)
+        all_sources.remove(name)
+    except (ValueError, CatalogError) as e:
+        fail(str(e))
+    all_sources.save(file)
+    console.print(f"removed source {name}")
+
+
+@catalog_app.command("ls-sources")
+def catalog_ls_sources(as_json: bool = JsonOpt) -> None:
+    """Every catalog source in precedence order, what it contributes, and what it loses to others."""
+    home = _home()
+    catalog = _catalog(home)
+    used: dict[str, int] = {}
+    for origin in catalog.origins.values():
+        used[origin.source] = used.get(origin.source, 0) + 1
+    rows: list[dict[str, Any]] = [
+        {"name": "local", "trust": "high", "path": str(home.root / "catalog"), "unsigned": "no"},
+        {"name": "builtin", "trust": "high", "path": "(shipped with bosun)", "unsigned": "no"},
+    ]
+    skipped: dict[str, list[ImportResult]] = {}
+    for src in Sources.load(home.root / "sources.yaml").sources:
+        skipped[src.name] = [r for r in read_source(src) if r.entry is None]
+        rows.append(
+            {
+                "name": src.name,
+                "trust": src.trust.value,
+                "path": str(src.path),
+                "unsigned": "allowed" if src.allow_unsigned else "no",
+            }
+        )
+    for row in rows:
+        row["entries"] = used.get(row["name"], 0)
+        row["skipped"] = len(skipped.get(row["name"], []))
+        row["shadowed"] = ",".join(n for n, _, loser in catalog.shadowed if loser == row["name"])
+    if as_json:
+        for row in rows:
+            row["skipped_reasons"] = {r.origin: r.unsupported for r in skipped.get(row["name"], [])}
+    table(rows, ["name", "trust", "entries", "skipped", "shadowed", "unsigned", "path"], as_json)
+    if not as_json:
+        for src_name, results in skipped.items():
+            for r in results:
+                console.print(f"{src_name}: skipped {r.origin}: {escape('; '.join(r.unsupported))}", highlight=False)
 
 
 @catalog_app.command("approve")

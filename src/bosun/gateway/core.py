@@ -25,11 +25,12 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
-from bosun.catalog.loader import Catalog, load_catalog
+from bosun.catalog import sources
+from bosun.catalog.loader import Catalog
 from bosun.catalog.models import Entry
 from bosun.catalog.pins import Pins, PinStore, tool_hash
 from bosun.catalog.poisoning import scan
-from bosun.catalog.signing import TrustError, verify_image
+from bosun.catalog.signing import TrustError, UnsignedError, verify_image
 from bosun.config import Settings
 from bosun.gateway import names
 from bosun.gateway.downstream import Downstream, InputBridge
@@ -87,7 +88,7 @@ class Gateway:
         self.backend = backend
         self.id = _gateway_id()
         self.idle_timeout_s = idle_timeout_s
-        self.catalog: Catalog = load_catalog([home.root / "catalog"])
+        self.catalog: Catalog = sources.load(home.root)
         self.settings = Settings.load(home.config_file)
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._tool_routes: dict[str, Route] = {}
@@ -204,9 +205,15 @@ class Gateway:
         locked = Lock.load(self.home.lock_file).images.get(entry.name)
         if locked is None:
             raise UpstreamError(f"{entry.name} has no image yet: run `bosun catalog build {entry.name}`")
+        origin = self.catalog.origin(entry.name)
         try:
             # Fail closed: the container runs by this verified image id, never by a mutable tag.
             verify_image(self.home.root, entry.name, locked.image_id)
+        except UnsignedError as e:
+            if not origin.allow_unsigned:
+                raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
+            # Only an absent signature is tolerated: a bad or foreign one still means tampering.
+            log.warning("starting unsigned image of %s: source %r allows unsigned images", entry.name, origin.source)
         except TrustError as e:
             raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
         grants = self.settings.servers.get(entry.name)

@@ -2,25 +2,26 @@
 
 Every field is either mapped to an entry field or named in the report as not carried over;
 nothing is dropped silently. Only ``pypi`` and ``npm`` packages over stdio can become entries
-today (images and remote servers are separate work).
+today (images and remote servers are separate work). ToolHive's publisher extension is read for
+the package's network permissions.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bosun.catalog.models import Entry
+from bosun.catalog.formats.common import ImportResult, command_for, entry_name, finish, host_rules, secret_name
 
 # Fields this importer understands; anything else in a document is reported, never ignored.
 _KNOWN_TOP = {"$schema", "name", "title", "description", "version", "packages", "remotes", "repository",
               "websiteUrl", "icons", "_meta", "status"}  # fmt: skip
 _INFORMATIONAL = {"$schema", "repository", "websiteUrl", "icons", "status", "version"}
-# npm's own runner finds the package's bin in the image, whatever it is called, without a network.
-NPM_COMMAND = ["npm", "exec", "--prefix", "/app", "--offline", "--no", "--"]
+PUBLISHER_META = "io.modelcontextprotocol.registry/publisher-provided"
+TOOLHIVE = "io.github.stacklok"
+_TOOLHIVE_INFO = {"tier", "status", "tags", "tools", "metadata", "overview", "docker_tags", "custom_metadata",
+                  "tool_definitions", "repository_url"}  # fmt: skip
 
 
 class _Lenient(BaseModel):
@@ -67,39 +68,72 @@ class ServerJson(_Lenient):
     remotes: list[dict[str, Any]] = []
 
 
-@dataclass
-class ImportResult:
-    origin: str
-    entry: Entry | None
-    notes: list[str] = field(default_factory=list)  # what was mapped, and how
-    unsupported: list[str] = field(default_factory=list)  # what was not carried over, and why
+def _toolhive(ext: dict[str, Any], identifier: str, result: ImportResult) -> tuple[list[str], list[str]]:
+    """ToolHive's per-package extension: its network permission becomes ``allow_hosts``.
+
+    Returns (allow_hosts, extra args)."""
+    where = f"_meta.{PUBLISHER_META}.{TOOLHIVE}"
+    hosts: list[str] = []
+    args: list[str] = []
+    for key, value in sorted(ext.items()):
+        if key != identifier:
+            result.unsupported.append(f"{where}.{key}: describes another package than {identifier}; not used")
+            continue
+        if not isinstance(value, dict):
+            result.unsupported.append(f"{where}.{key}: expected an object")
+            continue
+        for field_name, v in sorted(value.items()):
+            at = f"{where}[{identifier}].{field_name}"
+            if field_name in _TOOLHIVE_INFO:
+                result.notes.append(f"{at}: informational, not needed to run the server")
+            elif field_name == "args" and isinstance(v, list):
+                args = [str(a) for a in v]
+                result.notes.append(f"{at}: appended to args")
+            elif field_name == "permissions" and isinstance(v, dict):
+                hosts = _permissions(v, at, result)
+            else:
+                result.unsupported.append(f"{at}: not understood, not carried over")
+    return hosts, args
 
 
-def entry_name(registry_name: str) -> str:
-    """``io.github.acme/weather-server`` -> ``weather-server``, within Bosun's name rules."""
-    last = registry_name.rsplit("/", 1)[-1].lower()
-    name = re.sub(r"[^a-z0-9-]+", "-", last).strip("-")[:32].strip("-")
-    return name or "imported"
-
-
-def _secret_name(env: str) -> str:
-    return env.lower().replace("_", "-")
+def _permissions(perms: dict[str, Any], at: str, result: ImportResult) -> list[str]:
+    hosts: list[str] = []
+    for key, v in sorted(perms.items()):
+        if key in ("read", "write"):
+            result.unsupported.append(
+                f"{at}.{key}: Bosun grants host folders only at `bosun server enable --mount`, never from a catalog"
+            )
+        elif key == "network" and isinstance(v, dict):
+            outbound = v.get("outbound") or {}
+            for other in sorted(set(v) - {"outbound"}):
+                result.unsupported.append(f"{at}.network.{other}: not understood, not carried over")
+            if outbound.get("insecure_allow_all"):
+                result.unsupported.append(
+                    f"{at}.network.outbound.insecure_allow_all: refused; Bosun allows named hosts only"
+                )
+            for other in sorted(set(outbound) - {"allow_host", "allow_port", "insecure_allow_all"}):
+                result.unsupported.append(f"{at}.network.outbound.{other}: not understood, not carried over")
+            ports = [int(p) for p in outbound.get("allow_port") or [] if str(p).isdigit()]
+            hosts = host_rules(list(outbound.get("allow_host") or []), ports, result, f"{at}.network")
+            if hosts:
+                result.notes.append(f"{at}.network: network.allow_hosts {', '.join(hosts)}")
+        else:
+            result.unsupported.append(f"{at}.{key}: not understood, not carried over")
+    return hosts
 
 
 def convert(data: dict[str, Any], origin: str) -> ImportResult:
+    """One ``server.json`` document as an entry plus the report of what was and was not carried over."""
     try:
         doc = ServerJson.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         return ImportResult(origin, None, unsupported=[f"not a valid server.json: {problems}"])
-    result = ImportResult(origin, None)
+    result = ImportResult(origin)
     for key in sorted(set(data) - _KNOWN_TOP):
         result.unsupported.append(f"{key}: unknown field, not carried over")
     for key in sorted(set(data) & _INFORMATIONAL):
         result.notes.append(f"{key}: informational, not needed to run the server")
-    meta = data.get("_meta")
-    for ext in sorted(meta) if isinstance(meta, dict) else []:
-        result.unsupported.append(f"_meta.{ext}: extension not understood, not carried over")
     for remote in doc.remotes:
         where = f"remotes: {remote.get('type', '?')} {remote.get('url', '?')}"
         result.unsupported.append(f"{where}: remote servers are not supported yet")
@@ -113,6 +147,21 @@ def convert(data: dict[str, Any], origin: str) -> ImportResult:
         else:
             why = "another package was used" if chosen else f"{pkg.registryType}/{pkg.transport.type} is not supported"
             result.unsupported.append(f"{where}: {why}")
+
+    raw_meta = data.get("_meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    hosts: list[str] = []
+    extra_args: list[str] = []
+    for ext in sorted(meta):
+        publishers = meta[ext] if ext == PUBLISHER_META and isinstance(meta[ext], dict) else None
+        if publishers is None:
+            result.unsupported.append(f"_meta.{ext}: extension not understood, not carried over")
+            continue
+        for publisher in sorted(publishers):
+            if publisher == TOOLHIVE and chosen is not None and isinstance(publishers[publisher], dict):
+                hosts, extra_args = _toolhive(publishers[publisher], chosen.identifier, result)
+            else:
+                result.unsupported.append(f"_meta.{ext}.{publisher}: extension not understood, not carried over")
     if chosen is None:
         result.unsupported.append("no pypi or npm package over stdio: nothing Bosun can build")
         return result
@@ -138,33 +187,35 @@ def convert(data: dict[str, Any], origin: str) -> ImportResult:
     secrets = []
     for var in chosen.environmentVariables:
         if var.isSecret:
-            secrets.append({"name": _secret_name(var.name), "env": var.name, "required": var.isRequired})
-            result.notes.append(f"{var.name}: secret {_secret_name(var.name)!r} (set it with `bosun secret set`)")
+            secrets.append({"name": secret_name(var.name), "env": var.name, "required": var.isRequired})
+            result.notes.append(f"{var.name}: secret {secret_name(var.name)!r} (set it with `bosun secret set`)")
         elif var.default is not None:
             env[var.name] = var.default
+            result.notes.append(f"{var.name}: env, set to its default {var.default!r}")
         elif var.isRequired:
             result.unsupported.append(f"{var.name}: required, no default; set a value in the entry's env")
+        else:
+            result.notes.append(f"{var.name}: optional with no default, left unset")
 
-    version = chosen.version or doc.version
-    command = [chosen.identifier] if chosen.registryType == "pypi" else [*NPM_COMMAND, chosen.identifier]
-    try:
-        entry = Entry.model_validate(
-            {
-                "name": entry_name(doc.name),
-                "title": doc.title or doc.name,
-                "description": doc.description or doc.name,
-                "source": {"type": chosen.registryType, "package": chosen.identifier, "version": version or "?"},
-                "command": command,
-                "args": args,
-                "env": env,
-                "secrets": secrets,
-                "labels": [f"imported:{doc.name}"],
-            }
-        )
-    except ValidationError as e:
-        for err in e.errors():
-            result.unsupported.append(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
-        return result
-    result.entry = entry
-    result.notes.append("network: none (server.json does not say which hosts it needs; add allow_hosts)")
-    return result
+    source = {
+        "type": chosen.registryType,
+        "package": chosen.identifier,
+        "version": chosen.version or doc.version or "?",
+    }
+    if not hosts:
+        result.notes.append("network: none (nothing says which hosts it needs; add network.allow_hosts)")
+    return finish(
+        result,
+        {
+            "name": entry_name(doc.name),
+            "title": doc.title or doc.name,
+            "description": doc.description or doc.name,
+            "source": source,
+            "command": command_for(source),
+            "args": args + extra_args,
+            "env": env,
+            "secrets": secrets,
+            "network": {"allow_hosts": hosts},
+            "labels": [f"imported:{doc.name}"],
+        },
+    )
