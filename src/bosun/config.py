@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -101,10 +102,18 @@ class ServerSettings(BaseModel):
     mounts: list[MountGrant] = []
 
 
+class VulnSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Findings at or above this severity stop a server from starting unless waived.
+    block_at: Literal["low", "medium", "high", "critical", "never"] = "high"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
+    vulnerabilities: VulnSettings = Field(default_factory=VulnSettings)
 
     @classmethod
     def load(cls, path: Path) -> Settings:

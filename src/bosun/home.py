@@ -37,6 +37,19 @@ class Home:
         return self.root / "logs"
 
     @property
+    def sources_file(self) -> Path:
+        """Catalog sources added with `bosun catalog add`."""
+        return self.root / "sources.yaml"
+
+    @property
+    def vuln_db(self) -> Path:
+        return self.root / "vulns.db"
+
+    @property
+    def waivers_file(self) -> Path:
+        return self.root / "waivers.yaml"
+
+    @property
     def token_file(self) -> Path:
         return self.root / "gateway.token"
 

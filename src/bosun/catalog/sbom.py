@@ -19,7 +19,8 @@ DEBIAN_DISTRO = "debian-12"
 
 def purl(p: Package) -> PackageURL:
     if p.ecosystem == "deb":
-        return PackageURL("deb", "debian", p.name, p.version, qualifiers={"distro": DEBIAN_DISTRO})
+        qualifiers = {"distro": DEBIAN_DISTRO} | ({"upstream": p.upstream} if p.upstream else {})
+        return PackageURL("deb", "debian", p.name, p.version, qualifiers=qualifiers)
     if p.ecosystem == "pypi":
         # PyPI names compare case- and separator-insensitively; the purl spec wants the normal form.
         return PackageURL("pypi", None, p.name.lower().replace("_", "-").replace(".", "-"), p.version)

@@ -20,6 +20,7 @@ from bosun.catalog.formats.read import read_path
 from bosun.catalog.loader import BUILTIN, Catalog, CatalogError, Origin, load_catalog, parse_entry
 from bosun.catalog.models import Entry
 from bosun.files import write_atomic
+from bosun.home import Home
 
 RESERVED = ("local", "builtin")
 
@@ -106,7 +107,7 @@ def load(root: Path) -> Catalog:
     """The catalog as the gateway and CLI see it: local entries, the built-in ones, every source."""
     ranked: list[tuple[Entry, Origin]] = _local([root / "catalog"])
     ranked += [(entry, BUILTIN) for entry in load_catalog()]
-    sources = Sources.load(root / "sources.yaml").sources
+    sources = Sources.load(Home(root).sources_file).sources
     ordered = sorted(enumerate(sources), key=lambda item: (_RANK[item[1].trust], item[0]))
     for _, src in ordered:
         for result in read_source(src):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +27,11 @@ from bosun.catalog.sbom import rows as sbom_rows
 from bosun.catalog.sbom import sbom_path
 from bosun.catalog.signing import Keys, TrustError, verify_image
 from bosun.catalog.sources import Source, Sources, Trust, read_source
+from bosun.catalog.vulns.db import VulnDB
+from bosun.catalog.vulns.scan import check_image
+from bosun.catalog.vulns.waivers import Waiver, Waivers
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
-from bosun.config import ConfigError, MountGrant, Settings
+from bosun.config import ConfigError, MountGrant, Settings, VulnSettings
 from bosun.files import write_atomic
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
@@ -65,6 +69,12 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(tools_app, name="tools")
 app.add_typer(secret_app, name="secret")
 app.add_typer(key_app, name="key")
+vuln_app = typer.Typer(
+    help="Known vulnerabilities: an offline OSV database, the start-time bar, and waivers.", no_args_is_help=True
+)
+vuln_db_app = typer.Typer(help="The offline OSV advisory database.", no_args_is_help=True)
+vuln_app.add_typer(vuln_db_app, name="db")
+app.add_typer(vuln_app, name="vuln")
 
 
 def _home() -> Home:
@@ -220,6 +230,40 @@ def image_verify(name: Annotated[str, typer.Argument(help="Catalog entry whose b
         f"verified {locked.tag} ({locked.image_id[7:19]}): "
         f"{source['type']} {source['package']}=={source['version']}, built by {builder}"
     )
+
+
+@image_app.command("scan")
+def image_scan(
+    name: Annotated[str, typer.Argument(help="Catalog entry whose built image to scan.")],
+    as_json: bool = JsonOpt,
+) -> None:
+    """Match the image's SBOM against the vulnerability database (ecosystem-aware version ranges for
+    PyPI, npm and Debian). Exits 1 when a finding would stop the server from starting."""
+    home = _home()
+    locked = Lock.load(home.lock_file).images.get(name)
+    if locked is None:
+        fail(f"{name} is not built: run `bosun catalog build {name}`")
+    if not VulnDB(home.vuln_db).exists():
+        fail("no vulnerability database: import OSV advisories with `bosun vuln db import DIR|ZIP`")
+    block_at = _settings(home).vulnerabilities.block_at
+    verdict = check_image(home, name, locked.image_id, block_at, date.today())
+    if verdict is None:
+        fail(f"no SBOM for {locked.tag}: run `bosun catalog build {name} --force`")
+    state = {id(f): "BLOCKS" for f in verdict.blocking} | {id(f): "waived" for f in verdict.waived}
+    rows = [
+        f.as_dict() | {"status": state.get(id(f), "below bar"), "fixed": ", ".join(f.fixed)}
+        for f in verdict.blocking + verdict.waived + verdict.below
+    ]
+    if as_json:
+        print(json.dumps({"image": locked.tag, "block_at": block_at, "findings": rows}, indent=2, default=str))
+    else:
+        table(rows, ["id", "severity", "ecosystem", "package", "version", "fixed", "status"], False, title=locked.tag)
+        console.print(
+            f"{len(rows)} finding(s): {len(verdict.blocking)} blocking at {block_at} or above, "
+            f"{len(verdict.waived)} waived"
+        )
+    if verdict.blocking:
+        raise typer.Exit(1)
 
 
 # -- catalog -----------------------------------------------------------------------------------
@@ -384,7 +428,7 @@ def catalog_add(
     low, built-in first among high), then the source added earlier. A lower-trust source can never
     replace a server you already have."""
     home = _home()
-    file = home.root / "sources.yaml"
+    file = home.sources_file
     try:
         source = Source(
             name=name,
@@ -417,7 +461,7 @@ def catalog_add(
 def catalog_rm(name: Annotated[str, typer.Argument(help="A source added with `bosun catalog add`.")]) -> None:
     """Stop following a catalog source. Entries you imported with `catalog import` stay."""
     home = _home()
-    file = home.root / "sources.yaml"
+    file = home.sources_file
     try:
         all_sources = Sources.load(file)
         all_sources.remove(name)
@@ -440,7 +484,7 @@ def catalog_ls_sources(as_json: bool = JsonOpt) -> None:
         {"name": "builtin", "trust": "high", "path": "(shipped with bosun)", "unsigned": "no"},
     ]
     skipped: dict[str, list[ImportResult]] = {}
-    for src in Sources.load(home.root / "sources.yaml").sources:
+    for src in Sources.load(home.sources_file).sources:
         skipped[src.name] = [r for r in read_source(src) if r.entry is None]
         rows.append(
             {
@@ -806,3 +850,97 @@ def key_rotate() -> None:
     """Replace the signing key. Images signed by the old key keep verifying (its public half stays
     trusted) until you remove it from BOSUN_HOME/keys/trusted; rebuild with --force to re-sign."""
     _show_key(Keys(_home().root).generate())
+
+
+# -- vulnerabilities ---------------------------------------------------------------------------
+
+
+@vuln_db_app.command("import")
+def vuln_db_import(
+    path: Annotated[Path, typer.Argument(help="OSV records: a folder of JSON/YAML files, a file, or an osv.dev zip.")],
+) -> None:
+    """Load OSV advisories offline (PyPI, npm and Debian ones are kept). Newer records replace older."""
+    home = _home()
+    if not path.exists():
+        fail(f"{path} does not exist")
+    report = VulnDB(home.vuln_db).import_path(path)
+    for problem in report.invalid[:20]:
+        err_console.print(f"  skipped {problem}", highlight=False, markup=False)
+    console.print(
+        f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.other_ecosystems} for other ecosystems, {len(report.invalid)} invalid"
+    )
+
+
+@vuln_db_app.command("info")
+def vuln_db_info(as_json: bool = JsonOpt) -> None:
+    """How many advisories the database holds per ecosystem."""
+    stats = VulnDB(_home().vuln_db).stats()
+    table([{"ecosystem": k, "advisories": v} for k, v in sorted(stats.items())], ["ecosystem", "advisories"], as_json)
+
+
+@vuln_app.command("block-at")
+def vuln_block_at(
+    level: Annotated[str, typer.Argument(help="low, medium, high, critical, or never.")],
+) -> None:
+    """Set the severity at which a finding stops a server from starting (default: high)."""
+    home = _home()
+    settings = _settings(home)
+    try:
+        settings.vulnerabilities = VulnSettings(block_at=level)  # type: ignore[arg-type]
+    except ValidationError:
+        fail(f"{level!r} is not one of low, medium, high, critical, never")
+    settings.save(home.config_file)
+    console.print(f"servers with unwaived findings at {level} or above will not start")
+
+
+@vuln_app.command("waive")
+def vuln_waive(
+    advisory: Annotated[str, typer.Argument(help="Advisory id or alias, e.g. GHSA-... or CVE-...")],
+    server: Annotated[str, typer.Option("--server", help="The one server this waiver is for.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is acceptable; kept with the waiver.")],
+    until: Annotated[str, typer.Option("--until", help="Last day it holds (YYYY-MM-DD); at most a year ahead.")],
+) -> None:
+    """Let one server start despite one advisory, until a date. Recorded with who and why."""
+    home = _home()
+    try:
+        last_day = date.fromisoformat(until)
+    except ValueError:
+        fail(f"--until {until!r}: write a date as YYYY-MM-DD")
+    today = date.today()
+    if last_day < today or (last_day - today).days > 366:
+        fail("--until must be between today and a year from now")
+    waivers = Waivers.load(home.waivers_file)
+    try:
+        waiver = Waiver(
+            id=advisory, server=server, reason=reason, until=last_day, by=getpass.getuser(), created=datetime.now(UTC)
+        )
+    except ValidationError as e:
+        fail("; ".join(str(err["msg"]) for err in e.errors()))
+    waivers.add(waiver)
+    waivers.save(home.waivers_file)
+    console.print(f"waived {advisory} for {server} until {last_day.isoformat()}")
+
+
+@vuln_app.command("unwaive")
+def vuln_unwaive(
+    advisory: str, server: Annotated[str, typer.Option("--server", help="The server the waiver is for.")]
+) -> None:
+    """Withdraw a waiver; the server is judged again at its next start."""
+    home = _home()
+    waivers = Waivers.load(home.waivers_file)
+    if not waivers.remove(advisory, server):
+        fail(f"no waiver of {advisory} for {server}; see `bosun vuln waivers`")
+    waivers.save(home.waivers_file)
+    console.print(f"withdrew the waiver of {advisory} for {server}")
+
+
+@vuln_app.command("waivers")
+def vuln_waivers(as_json: bool = JsonOpt) -> None:
+    """Every waiver, and whether it still holds."""
+    today = date.today()
+    rows = [
+        w.model_dump(mode="json") | {"state": "active" if w.until >= today else "expired"}
+        for w in Waivers.load(_home().waivers_file).waivers
+    ]
+    table(rows, ["id", "server", "until", "state", "by", "reason"], as_json)

@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from bosun.catalog.models import Entry
 from bosun.catalog.pins import Pins, PinStore, tool_hash
 from bosun.catalog.poisoning import scan
 from bosun.catalog.signing import TrustError, UnsignedError, verify_image
+from bosun.catalog.vulns.scan import check_image
 from bosun.config import Settings
 from bosun.gateway import names
 from bosun.gateway.downstream import Downstream, InputBridge
@@ -216,6 +218,7 @@ class Gateway:
             log.warning("starting unsigned image of %s: source %r allows unsigned images", entry.name, origin.source)
         except TrustError as e:
             raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
+        self._check_vulnerabilities(entry.name, locked.image_id)
         grants = self.settings.servers.get(entry.name)
         mounts = grants.mounts if grants else []
         granted = {m.target for m in mounts}
@@ -247,6 +250,23 @@ class Gateway:
             secrets=secrets,
             egress=list(entry.network.allow_hosts),
         )
+
+    def _check_vulnerabilities(self, server: str, image_id: str) -> None:
+        block_at = self.settings.vulnerabilities.block_at
+        verdict = check_image(self.home, server, image_id, block_at, datetime.now(UTC).date())
+        if verdict is None:
+            return
+        for f in verdict.waived:
+            log.warning("starting %s despite %s: waived (see `bosun vuln waivers`)", server, f.describe())
+        if verdict.blocking:
+            listed = "; ".join(f.describe() for f in verdict.blocking[:5])
+            more = f" and {len(verdict.blocking) - 5} more" if len(verdict.blocking) > 5 else ""
+            raise UpstreamError(
+                f"refusing to start {server}: {len(verdict.blocking)} vulnerabilit"
+                f"{'y' if len(verdict.blocking) == 1 else 'ies'} at or above {block_at}: {listed}{more}. "
+                f"Rebuild with fixed versions, or waive one with `bosun vuln waive ID --server {server} "
+                "--reason ... --until YYYY-MM-DD` (see `bosun image scan " + server + "`)"
+            )
 
     def upstream(self, server: str, client: str) -> Upstream:
         if not self.settings.is_enabled(server):  # on every call: no list built, nothing sorted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Callable
@@ -24,6 +25,12 @@ from bosun.images.lock import Lock, LockedImage
 Progress = Callable[[str], None]
 
 _CLEAN_APT = "rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb"
+# The venv's seeded pip and setuptools are installers, not the server: a server never needs them at
+# run time, and Debian's seeded versions carry real advisories. setuptools stays if a package needs it.
+_DROP_INSTALLERS = (
+    "(/opt/venv/bin/pip show setuptools 2>/dev/null | grep -q '^Required-by: .' "
+    "|| /opt/venv/bin/pip uninstall -y -q setuptools) && /opt/venv/bin/pip uninstall -y -q pip"
+)
 
 
 def render_dockerfile(entry: Entry) -> str:
@@ -40,7 +47,7 @@ def render_dockerfile(entry: Entry) -> str:
         spec = shlex.quote(f"{src.package}=={src.version}")
         lines += [
             f"RUN python3 -m venv /opt/venv && PIP_CERT={BUILD_CA_PATH} /opt/venv/bin/pip install -q "
-            f"--no-cache-dir --disable-pip-version-check {spec}",
+            f"--no-cache-dir --disable-pip-version-check {spec} && {_DROP_INSTALLERS}",
             "ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
         ]
     else:
@@ -68,8 +75,13 @@ class BuildResult:
     rebuilt: bool
 
 
+def recipe_digest(entry: Entry) -> str:
+    """The entry and the exact Dockerfile made from it: a change to how Bosun builds also rebuilds."""
+    return "sha256:" + hashlib.sha256((entry.digest() + render_dockerfile(entry)).encode()).hexdigest()
+
+
 def _up_to_date(client: docker.DockerClient, entry: Entry, locked: LockedImage | None, base_id: str) -> bool:
-    if locked is None or locked.entry_digest != entry.digest() or locked.base_image_id != base_id:
+    if locked is None or locked.recipe_digest != recipe_digest(entry) or locked.base_image_id != base_id:
         return False
     try:
         return str(client.images.get(locked.tag).id) == locked.image_id
@@ -122,6 +134,7 @@ def build_entry(
         tag=entry.image_tag,
         image_id=image_id,
         entry_digest=entry.digest(),
+        recipe_digest=recipe_digest(entry),
         base_image_id=base_id,
         built_at=datetime.now(UTC),
         audit_score=report.score,

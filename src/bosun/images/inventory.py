@@ -16,7 +16,7 @@ Ecosystem = Literal["deb", "pypi", "npm"]
 # One line per package, tab-separated: ecosystem, name, version. Each part runs only where its
 # package manager left something to read.
 _SCRIPT = r"""
-dpkg-query -W -f='deb\t${Package}\t${Version}\n'
+dpkg-query -W -f='deb\t${Package}\t${Version}\t${source:Package}\n'
 if [ -x /opt/venv/bin/python ]; then
   /opt/venv/bin/python -c '
 import importlib.metadata as m
@@ -51,14 +51,16 @@ class Package:
     ecosystem: Ecosystem
     name: str
     version: str
+    upstream: str = ""  # Debian's source package (glibc for libc6); advisories are filed against it
 
 
 def parse(output: str) -> list[Package]:
     found: set[Package] = set()
     for line in output.splitlines():
         parts = line.split("\t")
-        if len(parts) == 3 and parts[0] in ("deb", "pypi", "npm") and parts[1] and parts[2]:
-            found.add(Package(parts[0], parts[1], parts[2]))  # type: ignore[arg-type]
+        if len(parts) in (3, 4) and parts[0] in ("deb", "pypi", "npm") and parts[1] and parts[2]:
+            upstream = parts[3] if len(parts) == 4 and parts[3] != parts[1] else ""
+            found.add(Package(parts[0], parts[1], parts[2], upstream))  # type: ignore[arg-type]
     return sorted(found)
 
 

@@ -16,6 +16,7 @@ class LockedImage(BaseModel):
     tag: str
     image_id: str
     entry_digest: str
+    recipe_digest: str = ""  # locks written before it existed rebuild once
     base_image_id: str
     built_at: datetime
     audit_score: int | None = None
