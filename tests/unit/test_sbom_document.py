@@ -17,7 +17,8 @@ def test_purls_per_ecosystem() -> None:
         str(purl(Package("deb", "python3", "3.11.2-1+b1"))) == "pkg:deb/debian/python3@3.11.2-1%2Bb1?distro=debian-12"
     )
     assert (  # the source package rides along, since Debian's advisories name it
-        str(purl(Package("deb", "libc6", "2.36-9", "glibc"))) == "pkg:deb/debian/libc6@2.36-9?distro=debian-12&upstream=glibc"
+        str(purl(Package("deb", "libc6", "2.36-9", "glibc")))
+        == "pkg:deb/debian/libc6@2.36-9?distro=debian-12&upstream=glibc"
     )
 
 

@@ -125,8 +125,9 @@ def doctor(as_json: bool = JsonOpt) -> None:
     home = Home.default()
     checks: list[dict[str, str]] = []
 
-    def check(name: str, ok: bool, detail: str, fix: str = "") -> None:
-        checks.append({"check": name, "status": "ok" if ok else "missing", "detail": detail, "fix": "" if ok else fix})
+    def check(name: str, ok: bool, detail: str, fix: str = "", required: bool = True) -> None:
+        status = "ok" if ok else "missing" if required else "advised"
+        checks.append({"check": name, "status": status, "detail": detail, "fix": "" if ok else fix})
 
     info = engine.probe()
     check("engine", info is not None, f"Docker {info.version}" if info else "no engine answers", "bosun engine ensure")
@@ -146,8 +147,16 @@ def doctor(as_json: bool = JsonOpt) -> None:
         "needed only to build base images",
         "apt-get install -y debootstrap (bosun image base does this itself as root)",
     )
+    known = sum(VulnDB(home.vuln_db).stats().values())
+    check(
+        "vulnerability database",
+        known > 0,
+        f"{known} advisories" if known else "none: images start without a vulnerability check",
+        "bosun vuln db import DIR|ZIP (OSV records)",
+        required=False,
+    )
     table(checks, ["check", "status", "detail", "fix"], as_json)
-    if any(c["status"] != "ok" for c in checks):
+    if any(c["status"] == "missing" for c in checks):
         raise typer.Exit(1)
 
 
