@@ -114,6 +114,8 @@ class Settings(BaseModel):
 
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
     vulnerabilities: VulnSettings = Field(default_factory=VulnSettings)
+    # block: a tool whose description looks poisoned is withheld until approved; warn: only logged.
+    poisoning: Literal["block", "warn"] = "block"
 
     @classmethod
     def load(cls, path: Path) -> Settings:

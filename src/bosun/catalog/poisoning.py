@@ -39,6 +39,10 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+# A bare URL is common in honest descriptions; alone it only warns, except for low-trust sources.
+WEAK_RULES = frozenset({"exfiltration URL"})
+
+
 @dataclass(frozen=True)
 class Finding:
     tool: str

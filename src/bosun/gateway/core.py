@@ -30,7 +30,7 @@ from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
 from bosun.catalog.models import Entry
 from bosun.catalog.pins import Pins, PinStore, tool_hash
-from bosun.catalog.poisoning import scan
+from bosun.catalog.poisoning import WEAK_RULES, scan
 from bosun.catalog.signing import TrustError, UnsignedError, verify_image
 from bosun.catalog.vulns.scan import check_image
 from bosun.config import Settings
@@ -316,21 +316,32 @@ class Gateway:
     # -- tools -------------------------------------------------------------------------------
 
     def vet(self, server: str, tools: list[types.Tool]) -> list[types.Tool]:
-        """The tools that match their pins. The first time a server is seen its tools are pinned."""
+        """The tools that match their pins. The first time a server is seen its tools are pinned,
+        except those whose text looks poisoned: they stay out until `bosun catalog approve`."""
+        others = {e.name for e in self.enabled_entries()} - {server}
+        low_trust = self.catalog.origin(server).trust == "low"
+
+        def poisoned(tool: types.Tool) -> str | None:
+            for f in scan(tool, others):
+                if self.settings.poisoning == "block" and (f.rule not in WEAK_RULES or low_trust):
+                    return f"possibly poisoned ({f.rule} in {f.where}: {f.span!r})"
+            return None
+
         pins = self.pins.load(server)
         if pins is None:
-            pins = Pins.of(server, tools)
-            self.pins.save(pins)
-            log.info("pinned %d tools on first use", len(tools), extra={"server": server})
-            others = {e.name for e in self.enabled_entries()} - {server}
             for tool in tools:
                 for f in scan(tool, others):
                     log.warning("possible tool poisoning in %s %s (%s): %r", f.tool, f.where, f.rule, f.span,
                                 extra={"server": server})  # fmt: skip
+            pins = Pins.of(server, [t for t in tools if poisoned(t) is None])
+            self.pins.save(pins)
+            log.info("pinned %d of %d tools on first use", len(pins.tools), len(tools), extra={"server": server})
         approved = []
         for tool in tools:
             public = names.namespaced(server, tool.name)
             why = pins.verdict(tool)
+            if why is not None:
+                why = poisoned(tool) or why  # the poisoning, when there is one, says more than "new"
             if why is None:
                 self._withheld.pop(public, None)
                 approved.append(tool)
