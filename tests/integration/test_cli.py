@@ -15,7 +15,8 @@ def test_catalog_ls_json_lists_built_and_enabled(home: Home) -> None:
     rows = {r["name"]: r for r in json.loads(run_bosun(home, "catalog", "ls", "--json").stdout)}
     assert rows["time"]["built"] == "yes" and rows["time"]["enabled"] == "yes"
     assert rows["git"]["enabled"] == "no"
-    assert rows["memory"]["source"] == "npm:@modelcontextprotocol/server-memory==2026.8.31"
+    assert rows["memory"]["package"] == "npm:@modelcontextprotocol/server-memory==2026.8.31"
+    assert rows["memory"]["from"] == "builtin"
 
 
 def test_catalog_build_skips_unchanged_entries(home: Home) -> None:
