@@ -9,6 +9,7 @@ from mcp.shared.exceptions import MCPError
 from bosun.catalog.pins import PinStore
 from bosun.gateway.core import Gateway
 from bosun.home import Home
+from bosun.images.lock import Lock
 from bosun.runtime.docker import DockerBackend
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +79,20 @@ async def test_poisoned_tool_is_withheld_from_the_first_pin(home: Home) -> None:
     review = run_bosun(home, "catalog", "approve", "time", "--yes")
     assert "<IMPORTANT>" in review.stdout and "id_rsa" in review.stdout
     assert await _time_tools(home) == {"time__list_notes", "time__add_note"}  # a person accepted it
+
+
+async def test_build_pins_tools_and_a_later_schema_change_is_refused_at_start(home: Home) -> None:
+    out = run_bosun(home, "catalog", "build", "time").stdout
+    assert "up to date" in out and "time: 2 tools, 0 prompts, 0 resources captured" in out
+    pins = PinStore(home.root).load("time")
+    assert pins is not None and set(pins.tools) == {"get_current_time", "convert_time"}
+    surface = Lock.load(home.lock_file).images["time"].surface
+    assert set(surface) == {"tools", "prompts", "resources"} and all(v.startswith("sha256:") for v in surface.values())
+
+    _time_with_zone(home, "Asia/Tokyo")  # the server now describes its tools differently than at build
+    async with Gateway(home, DockerBackend()) as gw:
+        with pytest.raises(MCPError, match=r"withheld: it is changed since the server was approved"):
+            await gw.call_tool("t", "time__convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                            "target_timezone": "UTC"})  # fmt: skip
+    again = run_bosun(home, "catalog", "build", "time").stdout
+    assert "time" not in again.split("\n", 1)[1]  # captured once per image: no second start

@@ -33,6 +33,16 @@ def tool_hash(tool: types.Tool) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def digest(items: list[Any]) -> str:
+    """One hash over a server's tools, prompts or resources (order-free), for the lock file."""
+    snaps = sorted(
+        json.dumps(snapshot(i) if isinstance(i, types.Tool) else i.model_dump(mode="json", exclude_none=True),
+                   sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        for i in items
+    )  # fmt: skip
+    return "sha256:" + hashlib.sha256("\n".join(snaps).encode()).hexdigest()
+
+
 class Pins(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

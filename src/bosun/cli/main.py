@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import anyio
 import typer
 import yaml
+from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from rich.markup import escape
 
@@ -323,10 +324,16 @@ def catalog_build(
     min_audit_score: Annotated[
         int, typer.Option(help="Refuse an image whose hardening audit scores lower (see `bosun image audit`).")
     ] = DEFAULT_MIN_SCORE,
+    skip_capture: Annotated[
+        bool, typer.Option("--no-capture", help="Do not start new images to pin their tools (they pin at first use).")
+    ] = False,
 ) -> None:
     """Build bosun/mcp-NAME:VERSION images from the entries' pinned packages; unchanged ones are skipped.
 
-    Each new image is audited (refused below --min-audit-score) and gets an SBOM."""
+    Each new image is audited (refused below --min-audit-score), gets a signed SBOM and provenance,
+    and is started once to capture its tools, prompts and resources: a server seen for the first time
+    has its tools pinned (any that look poisoned are held back), and tools that differ from earlier
+    pins are reported and withheld until `bosun catalog approve`."""
     home = _home()
     catalog = _catalog(home)
     targets = [e.name for e in catalog] if all_ else list(names or [])
@@ -336,12 +343,46 @@ def catalog_build(
     if unknown:
         fail(f"not in the catalog: {', '.join(unknown)}; see `bosun catalog ls`")
     client = _engine(home)
+    to_capture = []
     for name in targets:
         try:
             r = build_entry(client, catalog.entries[name], home, progress_printer("  "), force, min_audit_score)
         except (ImageBuildError, RuntimeError) as e:
             fail(str(e))
         console.print(f"{'built' if r.rebuilt else 'up to date'}  {r.tag}  {r.image_id[7:19]}")
+        if r.rebuilt or not Lock.load(home.lock_file).images[name].surface:
+            to_capture.append(name)
+    if to_capture and not skip_capture:
+        _capture(home, to_capture)
+
+
+def _capture(home: Home, servers: list[str]) -> None:
+    """Start each new image once: pin its tools if it has none yet, else report drift from the pins."""
+    from bosun.gateway.core import Gateway
+    from bosun.gateway.upstream import UpstreamError
+    from bosun.runtime.docker import DockerBackend
+
+    async def run() -> None:
+        async with Gateway(home, DockerBackend()) as gw:
+            for name in servers:
+                try:
+                    surface = await gw.capture(name)
+                except (UpstreamError, MCPError) as e:
+                    err_console.print(f"  {name}: could not read its tools ({e}); they are pinned at first use")
+                    continue
+                lock = Lock.load(home.lock_file)
+                lock.images[name] = lock.images[name].model_copy(update={"surface": surface.digests()})
+                lock.save(home.lock_file)
+                console.print(
+                    f"  {name}: {len(surface.tools)} tools, {len(surface.prompts)} prompts, "
+                    f"{len(surface.resources)} resources captured"
+                )
+                for tool, why in sorted(surface.withheld.items()):
+                    console.print(f"  [yellow]withheld[/] {name}__{tool}: {escape(why)}", highlight=False)
+                if surface.withheld:
+                    console.print(f"  review with `bosun catalog approve {name}`")
+
+    anyio.run(run)
 
 
 PackageOpt = Annotated[

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ from mcp.shared.uri_template import UriTemplate
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
 from bosun.catalog.models import Entry
-from bosun.catalog.pins import Pins, PinStore, tool_hash
+from bosun.catalog.pins import Pins, PinStore, digest, tool_hash
 from bosun.catalog.poisoning import WEAK_RULES, scan
 from bosun.catalog.signing import TrustError, UnsignedError, verify_image
 from bosun.catalog.vulns.scan import check_image
-from bosun.config import Settings
+from bosun.config import MountGrant, Settings
 from bosun.gateway import names
 from bosun.gateway.downstream import Downstream, InputBridge
 from bosun.gateway.upstream import Upstream, UpstreamError
@@ -82,6 +83,19 @@ def _owner_alive(gateway_label: str) -> bool:
 class Route:
     server: str
     name: str  # the name the server itself uses
+
+
+@dataclass(frozen=True)
+class Surface:
+    """What a server offers, and which of its tools are withheld (name -> why)."""
+
+    tools: list[types.Tool]
+    prompts: list[types.Prompt]
+    resources: list[types.Resource]
+    withheld: dict[str, str]
+
+    def digests(self) -> dict[str, str]:
+        return {"tools": digest(self.tools), "prompts": digest(self.prompts), "resources": digest(self.resources)}
 
 
 class Gateway:
@@ -203,7 +217,7 @@ class Gateway:
                 log.error("enabled server %r is not in the catalog; skipping", name)
         return out
 
-    def _spec(self, entry: Entry, client: str) -> ContainerSpec:
+    def _spec(self, entry: Entry, client: str, placeholder: Path | None = None) -> ContainerSpec:
         locked = Lock.load(self.home.lock_file).images.get(entry.name)
         if locked is None:
             raise UpstreamError(f"{entry.name} has no image yet: run `bosun catalog build {entry.name}`")
@@ -223,7 +237,9 @@ class Gateway:
         mounts = grants.mounts if grants else []
         granted = {m.target for m in mounts}
         for req in entry.mounts:
-            if req.required and req.target not in granted:
+            if req.required and req.target not in granted and placeholder is not None:
+                mounts = [*mounts, MountGrant(source=placeholder, target=req.target)]
+            elif req.required and req.target not in granted:
                 raise UpstreamError(
                     f"{entry.name} needs a folder at {req.target} ({req.description}): run "
                     f"`bosun server enable {entry.name} --mount HOST_PATH:{req.target}`"
@@ -267,6 +283,28 @@ class Gateway:
                 f"Rebuild with fixed versions, or waive one with `bosun vuln waive ID --server {server} "
                 "--reason ... --until YYYY-MM-DD` (see `bosun image scan " + server + "`)"
             )
+
+    async def capture(self, server: str) -> Surface:
+        """Start ``server`` once, as built, and read what it offers; its tools go through ``vet``, so a
+        server seen for the first time is pinned here, and one whose tools drifted is reported.
+
+        A folder the entry requires but nobody granted yet is an empty read-only placeholder."""
+        assert self._tg is not None, "use the gateway as an async context manager"
+        entry = self.catalog.get(server)
+        with tempfile.TemporaryDirectory(prefix="bosun-capture-") as empty:
+            up = Upstream(server, self.backend, lambda: self._spec(entry, "capture", Path(empty)), self._tg)
+            try:
+                tools = await up.list_tools()
+                with_prompts = await up.session_offering("prompts")
+                prompts = (await with_prompts.list_prompts()).prompts if with_prompts else []
+                with_resources = await up.session_offering("resources")
+                resources = (await with_resources.list_resources()).resources if with_resources else []
+            finally:
+                await up.stop()
+        offered = {name: names.namespaced(server, name) for name in (t.name for t in tools)}
+        approved = {t.name for t in self.vet(server, tools)}
+        withheld = {n: self._withheld.get(offered[n], "") for n in offered if n not in approved}
+        return Surface(tools, prompts, resources, withheld)
 
     def upstream(self, server: str, client: str) -> Upstream:
         if not self.settings.is_enabled(server):  # on every call: no list built, nothing sorted

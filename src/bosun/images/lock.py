@@ -20,6 +20,8 @@ class LockedImage(BaseModel):
     base_image_id: str
     built_at: datetime
     audit_score: int | None = None
+    # What the server offered when first started after its build: kind -> digest (see catalog.pins)
+    surface: dict[str, str] = {}
 
 
 class Lock(BaseModel):
