@@ -42,6 +42,10 @@ class Home:
         return self.root / "sources.yaml"
 
     @property
+    def audit_db(self) -> Path:
+        return self.root / "audit.db"
+
+    @property
     def vuln_db(self) -> Path:
         return self.root / "vulns.db"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import shutil
 import sys
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from bosun import logs
+from bosun.audit.log import AuditLog, Record
 from bosun.catalog import sources
 from bosun.catalog.formats.common import ImportResult
 from bosun.catalog.formats.read import read_path
@@ -76,6 +79,10 @@ vuln_app = typer.Typer(
 vuln_db_app = typer.Typer(help="The offline OSV advisory database.", no_args_is_help=True)
 vuln_app.add_typer(vuln_db_app, name="db")
 app.add_typer(vuln_app, name="vuln")
+audit_app = typer.Typer(
+    help="The tamper-evident record of every request and decision the gateway handled.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 
 def _home() -> Home:
@@ -994,3 +1001,74 @@ def vuln_waivers(as_json: bool = JsonOpt) -> None:
         for w in Waivers.load(_home().waivers_file).waivers
     ]
     table(rows, ["id", "server", "until", "state", "by", "reason"], as_json)
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def _audit_row(r: Record) -> dict[str, Any]:
+    return {
+        "seq": r.seq, "time": r.ts[11:23], "kind": r.kind, "session": r.session[:22], "server": r.server,
+        "tool": r.tool, "decision": r.decision, "outcome": r.outcome, "ms": f"{r.duration_ms:.1f}",
+        "reason": r.reason[:60],
+    }  # fmt: skip
+
+
+_AUDIT_COLUMNS = ["seq", "time", "kind", "session", "server", "tool", "decision", "outcome", "ms", "reason"]
+
+
+@audit_app.command("tail")
+def audit_tail(
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many of the latest records.")] = 20,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new records as they come.")] = False,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The latest records; with -f, then every new one (Ctrl-C stops)."""
+    log = AuditLog(_home().audit_db)
+    latest = log.last(lines)
+    if as_json:
+        for r in latest:
+            print(json.dumps(asdict(r)), flush=True)
+    else:
+        table([_audit_row(r) for r in latest], _AUDIT_COLUMNS, False)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            for r in log.follow(latest[-1].seq if latest else 0):
+                if as_json:
+                    print(json.dumps(asdict(r)), flush=True)
+                else:
+                    row = _audit_row(r)
+                    console.print("  ".join(str(row[c]) for c in _AUDIT_COLUMNS), highlight=False, markup=False)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the whole hash chain; name every record that was edited, deleted or moved. Exits 1 if any."""
+    home = _home()
+    count, problems = AuditLog(home.audit_db).verify()
+    for p in problems:
+        err_console.print(str(p), highlight=False, markup=False)
+    if problems:
+        fail(f"the audit at {home.audit_db} was altered: {len(problems)} problem(s) in {count} records")
+    console.print(f"{count} records, chain intact")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl: one JSON record per line.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Every record with its chain hashes, for a SIEM or an archive; verifiable outside Bosun."""
+    if fmt != "jsonl":
+        fail(f"--format must be jsonl, not {fmt!r}")
+    log = AuditLog(_home().audit_db)
+    out = output.open("w") if output else sys.stdout
+    try:
+        after = 0
+        while batch := log.records(after, 1000):
+            for r in batch:
+                out.write(json.dumps(asdict(r)) + "\n")
+            after = batch[-1].seq
+    finally:
+        if output:
+            out.close()

@@ -6,14 +6,16 @@ backend sits below and knows nothing of MCP.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import secrets
 import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
+from bosun.audit.log import AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
 from bosun.catalog.models import Entry
@@ -116,6 +119,8 @@ class Gateway:
         self._tg: TaskGroup | None = None
         self.pins = PinStore(home.root)
         self._withheld: dict[str, str] = {}  # public tool name -> why
+        self._images: dict[str, str] = {}  # server -> the image id its containers were last started from
+        self.audit = AuditLog(home.audit_db)
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
         self.redactor = self._load_redactor()
@@ -143,6 +148,7 @@ class Gateway:
                 await self.backend.stop(c.id, timeout_s=0)
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(et, e, tb)
+        self.audit.close()
 
     async def stop_all(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -233,6 +239,7 @@ class Gateway:
         except TrustError as e:
             raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
         self._check_vulnerabilities(entry.name, locked.image_id)
+        self._images[entry.name] = locked.image_id
         grants = self.settings.servers.get(entry.name)
         mounts = grants.mounts if grants else []
         granted = {m.target for m in mounts}
@@ -400,7 +407,10 @@ class Gateway:
                 out.append(tool.model_copy(update={"name": public}))
             return out
 
-        return await self._each(client, tools_of)
+        with self._audited("tools/list", client) as note:
+            tools = await self._each(client, tools_of)
+            note["detail"] = {"count": len(tools)}
+            return tools
 
     async def _tool_route(self, client: str, public: str) -> Route:
         route = self._tool_routes.get(public)
@@ -422,6 +432,26 @@ class Gateway:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {public!r}")
         return route
 
+    @contextlib.contextmanager
+    def _audited(self, kind: str, client: str, **note: Any) -> Iterator[dict[str, Any]]:
+        """Audit the request run inside: the body fills in server, tool, decision and detail as it
+        learns them; the record is committed before the answer leaves, whatever the answer is."""
+        started = time.perf_counter()
+        outcome, reason = "ok", ""
+        try:
+            yield note
+        except Exception as e:
+            outcome, reason = ("refused" if isinstance(e, MCPError) else "error"), str(e)[:500]
+            raise
+        finally:
+            server = str(note.get("server", ""))
+            self.audit.append(
+                Record(kind, session=client, server=server, tool=str(note.get("tool", "")),
+                       decision=str(note.get("decision", "allow")), reason=str(note.get("reason", reason)),
+                       outcome=str(note.get("outcome", outcome)), image=self._image_of(server),
+                       duration_ms=round((time.perf_counter() - started) * 1000, 3), detail=note.get("detail", {}))
+            )  # fmt: skip
+
     async def call_tool(
         self,
         client: str,
@@ -430,13 +460,37 @@ class Gateway:
         progress: ProgressFn | None = None,
         downstream: Downstream | None = None,
     ) -> types.CallToolResult:
-        try:
-            route = await self._tool_route(client, public)
-            upstream = self.upstream(route.server, client)
-            session = await upstream.session()
-        except UpstreamError as e:
-            # A tool error, not a protocol error: the agent should see why and carry on.
-            return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
+        """Route one call and audit it: decision, outcome and duration, never the values."""
+        server, _, tool = public.partition(names.SEPARATOR)
+        with self._audited("tools/call", client, server=server, tool=tool) as note:
+            note["detail"] = {"args": shape(arguments or {})}
+            try:
+                result, redacted = await self._call_tool(client, public, arguments, progress, downstream)
+            except MCPError as e:
+                if "is withheld" in str(e):
+                    note["decision"] = "deny"
+                raise
+            except UpstreamError as e:
+                # A tool error, not a protocol error: the agent should see why and carry on.
+                note["outcome"], note["reason"] = "refused", str(e)[:500]
+                return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
+            note["outcome"] = "error" if result.is_error else "ok"
+            note["detail"]["result"] = {"items": len(result.content), "is_error": bool(result.is_error)}
+            if redacted:
+                note["detail"]["redacted"] = redacted  # which stored secrets, by name; never their values
+            return result
+
+    async def _call_tool(
+        self,
+        client: str,
+        public: str,
+        arguments: dict[str, Any] | None,
+        progress: ProgressFn | None,
+        downstream: Downstream | None,
+    ) -> tuple[types.CallToolResult, list[str]]:
+        route = await self._tool_route(client, public)
+        upstream = self.upstream(route.server, client)
+        session = await upstream.session()
         with upstream.relay.serving(downstream):
             result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
         if not isinstance(result, types.CallToolResult):
@@ -444,7 +498,10 @@ class Gateway:
         result, hits = self.redactor.model(result)
         if hits:
             log.warning("redacted secret(s) %s from a result", sorted(hits), extra={"server": route.server})
-        return result
+        return result, sorted(hits)
+
+    def _image_of(self, server: str) -> str:
+        return self._images.get(server, "")
 
     async def call_tool_bridged(
         self,
@@ -506,6 +563,11 @@ class Gateway:
         return await self._each(client, prompts_of)
 
     async def get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        server, _, name = public.partition(names.SEPARATOR)
+        with self._audited("prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}):
+            return await self._get_prompt(client, public, arguments)
+
+    async def _get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
         route = self._prompt_routes.get(public)
         if route is None:
             await self.list_prompts(client)
@@ -553,6 +615,11 @@ class Gateway:
         return None
 
     async def read_resource(self, client: str, uri: str) -> types.ReadResourceResult:
+        with self._audited("resources/read", client, server=self._resource_server(uri) or "") as note:
+            result, note["server"] = await self._read_resource(client, uri)
+            return result
+
+    async def _read_resource(self, client: str, uri: str) -> tuple[types.ReadResourceResult, str]:
         server = self._resource_server(uri)
         if server is None:
             await self.list_resources(client)
@@ -563,7 +630,7 @@ class Gateway:
         result = await (await self.upstream(server, client).session()).read_resource(uri)
         if not isinstance(result, types.ReadResourceResult):
             raise MCPError(types.INTERNAL_ERROR, f"{server} answered resources/read with an unsupported result")
-        return result
+        return result, server
 
     async def complete(self, client: str, params: types.CompleteRequestParams) -> types.CompleteResult:
         ref = params.ref

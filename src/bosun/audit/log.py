@@ -1,0 +1,164 @@
+"""The tamper-evident audit: every request and decision, append-only, each record chained to the last.
+
+Records live in SQLite (WAL), one row each, and carry ``hash = sha256(prev_hash, record)``. Triggers
+refuse UPDATE and DELETE, and ``verify`` recomputes the chain, so a record edited, deleted or moved
+by someone who bypasses the triggers is found and named. A record is committed before the request
+it describes is answered: a crash (even ``kill -9``) loses nothing that was acknowledged, because a
+committed WAL transaction survives the death of the process that wrote it.
+
+Arguments and results are never stored; ``detail`` holds their shape (names, sizes) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+_FIELDS = ("ts", "kind", "agent", "session", "server", "tool", "decision", "reason", "outcome", "duration_ms",
+           "image", "detail")  # fmt: skip
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY, {", ".join(f"{f} TEXT" for f in _FIELDS)}, prev TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+    BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+    BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str  # the MCP method: tools/call, tools/list, resources/read, prompts/get, ...
+    agent: str = ""
+    session: str = ""
+    server: str = ""
+    tool: str = ""
+    decision: str = "allow"  # allow, deny, ask
+    reason: str = ""
+    outcome: str = "ok"  # ok, error, refused
+    duration_ms: float = 0.0
+    image: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    ts: str = ""
+    seq: int = 0
+    prev: str = ""
+    hash: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: data[k] for k in ("seq", *_FIELDS)}
+
+
+def chain_hash(prev: str, record: Record) -> str:
+    canonical = json.dumps(record.payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    seq: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"record {self.seq}: {self.what}"
+
+
+def _row_to_record(row: sqlite3.Row) -> Record:
+    data = dict(row)
+    data["detail"] = json.loads(data["detail"] or "{}")
+    data["duration_ms"] = float(data["duration_ms"] or 0)
+    return Record(**data)
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), so two gateways on one home
+        # each read the chain's head and append under the same write lock.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(self, record: Record) -> Record:
+        """Commit one record at the head of the chain and return it as stored."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (head["seq"] + 1, head["hash"]) if head else (1, GENESIS)
+            ts = record.ts or datetime.now(UTC).isoformat(timespec="microseconds")
+            stored = Record(**{**asdict(record), "seq": seq, "ts": ts, "prev": prev, "hash": ""})
+            stored = Record(**{**asdict(stored), "hash": chain_hash(prev, stored)})
+            values = [getattr(stored, f) for f in _FIELDS]
+            values[_FIELDS.index("detail")] = json.dumps(stored.detail, sort_keys=True)
+            self._db.execute(
+                f"INSERT INTO records (seq, {', '.join(_FIELDS)}, prev, hash) VALUES ({', '.join('?' * 15)})",
+                [seq, *values, prev, stored.hash],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return stored
+
+    def records(self, after: int = 0, limit: int | None = None) -> list[Record]:
+        sql = "SELECT * FROM records WHERE seq > ? ORDER BY seq"
+        rows = self._db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (after,)).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def last(self, n: int) -> list[Record]:
+        rows = self._db.execute("SELECT * FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        return [_row_to_record(r) for r in reversed(rows)]
+
+    def follow(self, after: int, poll_s: float = 0.5) -> Iterator[Record]:
+        """Records as they are appended (by this or any other process), forever."""
+        while True:
+            batch = self.records(after, 500)
+            yield from batch
+            if batch:
+                after = batch[-1].seq
+            else:
+                time.sleep(poll_s)
+
+    def verify(self) -> tuple[int, list[Problem]]:
+        """Walk the whole chain; returns how many records were checked and every problem found."""
+        problems: list[Problem] = []
+        expected_seq, prev = 1, GENESIS
+        count = 0
+        for row in self._db.execute("SELECT * FROM records ORDER BY seq"):
+            record = _row_to_record(row)
+            count += 1
+            gap = record.seq != expected_seq
+            if gap:
+                span = f"{expected_seq}" if record.seq == expected_seq + 1 else f"{expected_seq}-{record.seq - 1}"
+                problems.append(Problem(record.seq, f"record(s) {span} before it are missing (deleted)"))
+            if chain_hash(record.prev, record) != record.hash:
+                problems.append(Problem(record.seq, "its content does not match its hash (edited, or moved here)"))
+            elif record.prev != prev and not gap:
+                problems.append(Problem(record.seq, "it does not follow the record before it (reordered or removed)"))
+            expected_seq, prev = record.seq + 1, record.hash
+        return count, problems
+
+
+def shape(arguments: dict[str, Any]) -> dict[str, str]:
+    """What the audit keeps of arguments: each name with its type and size, never its value."""
+    out = {}
+    for name, value in arguments.items():
+        size = len(value) if isinstance(value, (str, list, dict)) else len(json.dumps(value))
+        out[str(name)[:64]] = f"{type(value).__name__}:{size}"
+    return out

@@ -1,0 +1,110 @@
+"""The audit chain: an edited, deleted or reordered record is found and named; a kill -9 loses no
+acknowledged record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bosun.audit.log import AuditLog, Record
+
+
+def filled(tmp_path: Path, n: int = 6) -> AuditLog:
+    log = AuditLog(tmp_path / "audit.db")
+    for i in range(n):
+        log.append(Record("tools/call", agent="a", server="time", tool=f"t{i}", detail={"args": {"x": "str:3"}}))
+    return log
+
+
+def tamper(path: Path, *statements: str) -> None:
+    # What someone with the file and the sqlite3 tool could do: drop the guards, then edit.
+    db = sqlite3.connect(path)
+    db.executescript("DROP TRIGGER records_no_update; DROP TRIGGER records_no_delete;" + ";".join(statements))
+    db.close()
+
+
+def test_appends_chain_and_verify(tmp_path: Path) -> None:
+    log = filled(tmp_path)
+    assert log.verify() == (6, [])
+    records = log.last(2)
+    assert [r.seq for r in records] == [5, 6] and records[1].prev == records[0].hash
+    assert records[0].detail == {"args": {"x": "str:3"}}
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        log._db.execute("UPDATE records SET outcome = 'ok' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        log._db.execute("DELETE FROM records WHERE seq = 2")
+
+
+def test_edited_record_is_named(tmp_path: Path) -> None:
+    filled(tmp_path).close()
+    tamper(tmp_path / "audit.db", "UPDATE records SET tool = 'harmless' WHERE seq = 3")
+    _, problems = AuditLog(tmp_path / "audit.db").verify()
+    assert [str(p) for p in problems] == ["record 3: its content does not match its hash (edited, or moved here)"]
+
+
+def test_deleted_record_is_named(tmp_path: Path) -> None:
+    filled(tmp_path).close()
+    tamper(tmp_path / "audit.db", "DELETE FROM records WHERE seq = 4")
+    count, problems = AuditLog(tmp_path / "audit.db").verify()
+    assert count == 5
+    assert [str(p) for p in problems] == ["record 5: record(s) 4 before it are missing (deleted)"]
+
+
+def test_reordered_pair_is_named(tmp_path: Path) -> None:
+    filled(tmp_path).close()
+    cols = "ts, kind, agent, session, server, tool, decision, reason, outcome, duration_ms, image, detail, prev, hash"
+    tamper(
+        tmp_path / "audit.db",
+        "CREATE TEMP TABLE a AS SELECT * FROM records WHERE seq = 2",
+        "CREATE TEMP TABLE b AS SELECT * FROM records WHERE seq = 3",
+        f"UPDATE records SET ({cols}) = (SELECT {cols} FROM b) WHERE seq = 2",
+        f"UPDATE records SET ({cols}) = (SELECT {cols} FROM a) WHERE seq = 3",
+    )
+    _, problems = AuditLog(tmp_path / "audit.db").verify()
+    assert [str(p) for p in problems] == [
+        "record 2: its content does not match its hash (edited, or moved here)",
+        "record 3: its content does not match its hash (edited, or moved here)",
+        "record 4: it does not follow the record before it (reordered or removed)",
+    ]
+
+
+def test_two_writers_share_one_chain(tmp_path: Path) -> None:
+    one, two = AuditLog(tmp_path / "audit.db"), AuditLog(tmp_path / "audit.db")
+    for i in range(10):
+        (one if i % 2 else two).append(Record("tools/list", agent=str(i)))
+    assert one.verify() == (10, [])
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from bosun.audit.log import AuditLog, Record
+log = AuditLog(Path(sys.argv[1]))
+i = 0
+while True:
+    stored = log.append(Record("tools/call", tool=f"t{i}", detail={"n": i}))
+    print(stored.seq, flush=True)  # the acknowledgement: printed only after the commit
+    i += 1
+"""
+
+
+def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WRITER), str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    acked = [int(proc.stdout.readline()) for _ in range(300)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    log = AuditLog(path)
+    count, problems = log.verify()
+    assert problems == [] and count >= acked[-1]
+    assert {r.seq for r in log.records()} >= set(acked)
