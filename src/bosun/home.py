@@ -42,6 +42,11 @@ class Home:
         return self.root / "sources.yaml"
 
     @property
+    def agents_file(self) -> Path:
+        """Agents and the hashes of their tokens (`bosun agent add`)."""
+        return self.root / "agents.yaml"
+
+    @property
     def audit_db(self) -> Path:
         return self.root / "audit.db"
 

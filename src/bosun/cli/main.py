@@ -37,6 +37,7 @@ from bosun.catalog.vulns.waivers import Waiver, Waivers
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings, VulnSettings
 from bosun.files import write_atomic
+from bosun.gateway.agents import OPERATOR, Agents
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
@@ -83,6 +84,8 @@ audit_app = typer.Typer(
     help="The tamper-evident record of every request and decision the gateway handled.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+agent_app = typer.Typer(help="Agents: who may call the gateway, each with its own token.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
 
 
 def _home() -> Home:
@@ -722,8 +725,14 @@ def gateway_run(
     ] = None,
     idle_timeout: Annotated[float, typer.Option(help="Stop a server container unused this many seconds.")] = 300,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    agent: Annotated[
+        str | None, typer.Option(help="stdio: the agent the one client speaks for (see `bosun agent add`).")
+    ] = None,
 ) -> None:
-    """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint."""
+    """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint.
+
+    Over HTTP each request names its agent by its bearer token (an agent's, or the operator's
+    gateway token); over stdio the client is --agent, or the operator."""
     from bosun.gateway.core import Gateway
     from bosun.gateway.server import build_server
     from bosun.gateway.transports import serve_http, serve_stdio
@@ -735,6 +744,14 @@ def gateway_run(
         fail("--no-auth is only allowed when binding to loopback")
     logs.setup(log_level)
     home = _home()
+    local_agent = OPERATOR
+    if agent is not None:
+        if transport != "stdio":
+            fail("--agent is for stdio; HTTP clients are known by their tokens")
+        known = Agents.load(home.agents_file).get(agent)
+        if known is None or known.revoked is not None:
+            fail(f"no active agent named {agent!r}; see `bosun agent ls`")
+        local_agent = agent
     _engine(home)
     token: str | None = None
     if transport == "http" and not no_auth:
@@ -744,7 +761,7 @@ def gateway_run(
 
     async def main() -> None:
         async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout) as gw:
-            server = build_server(gw)
+            server = build_server(gw, local_agent)
             if transport == "stdio":
                 await serve_stdio(server)
             else:
@@ -1072,3 +1089,48 @@ def audit_export(
     finally:
         if output:
             out.close()
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+@agent_app.command("add")
+def agent_add(
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '.', '_' or '-'.")],
+    group: Annotated[list[str] | None, typer.Option("--group", help="A group policy can name; repeat.")] = None,
+) -> None:
+    """Create an agent and print its token once (only a hash is kept). Give the token to the agent's
+    client as `Authorization: Bearer <token>`."""
+    home = _home()
+    agents = Agents.load(home.agents_file)
+    try:
+        token = agents.add(name, list(group or []))
+    except (ValueError, ValidationError) as e:
+        fail(str(e).splitlines()[0] if not isinstance(e, ValidationError) else f"{name!r}: not a valid agent name")
+    agents.save(home.agents_file)
+    err_console.print(f"agent {name} added; its token (shown once, not stored):")
+    print(token)
+
+
+@agent_app.command("ls")
+def agent_ls(as_json: bool = JsonOpt) -> None:
+    """Every agent, its groups, and whether it was revoked."""
+    rows = [
+        {"name": a.name, "groups": ",".join(a.groups), "created": a.created.isoformat(timespec="seconds"),
+         "state": f"revoked {a.revoked.isoformat(timespec='seconds')}" if a.revoked else "active"}
+        for a in Agents.load(_home().agents_file).agents
+    ]  # fmt: skip
+    table(rows, ["name", "groups", "created", "state"], as_json)
+
+
+@agent_app.command("revoke")
+def agent_revoke(name: str) -> None:
+    """Revoke an agent's token; a running gateway refuses it from its next request on."""
+    home = _home()
+    agents = Agents.load(home.agents_file)
+    try:
+        agents.revoke(name)
+    except ValueError as e:
+        fail(str(e))
+    agents.save(home.agents_file)
+    console.print(f"revoked {name}")

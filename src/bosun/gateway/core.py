@@ -120,6 +120,7 @@ class Gateway:
         self.pins = PinStore(home.root)
         self._withheld: dict[str, str] = {}  # public tool name -> why
         self._images: dict[str, str] = {}  # server -> the image id its containers were last started from
+        self._agents: dict[str, str] = {}  # client key -> the agent it authenticated as
         self.audit = AuditLog(home.audit_db)
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
@@ -432,6 +433,14 @@ class Gateway:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {public!r}")
         return route
 
+    def bind(self, client: str, agent: str) -> None:
+        """Record which agent a client key speaks for (the transports authenticate it)."""
+        if self._agents.get(client) != agent:
+            self._agents[client] = agent
+
+    def agent_of(self, client: str) -> str:
+        return self._agents.get(client, "")
+
     @contextlib.contextmanager
     def _audited(self, kind: str, client: str, **note: Any) -> Iterator[dict[str, Any]]:
         """Audit the request run inside: the body fills in server, tool, decision and detail as it
@@ -446,11 +455,20 @@ class Gateway:
         finally:
             server = str(note.get("server", ""))
             self.audit.append(
-                Record(kind, session=client, server=server, tool=str(note.get("tool", "")),
-                       decision=str(note.get("decision", "allow")), reason=str(note.get("reason", reason)),
-                       outcome=str(note.get("outcome", outcome)), image=self._image_of(server),
-                       duration_ms=round((time.perf_counter() - started) * 1000, 3), detail=note.get("detail", {}))
-            )  # fmt: skip
+                Record(
+                    kind,
+                    agent=self.agent_of(client),
+                    session=client,
+                    server=server,
+                    tool=str(note.get("tool", "")),
+                    decision=str(note.get("decision", "allow")),
+                    reason=str(note.get("reason", reason)),
+                    outcome=str(note.get("outcome", outcome)),
+                    image=self._image_of(server),
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    detail=note.get("detail", {}),
+                )
+            )
 
     async def call_tool(
         self,

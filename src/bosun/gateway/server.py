@@ -15,8 +15,10 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import bosun
+from bosun.gateway.agents import OPERATOR
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
+from bosun.gateway.transports import AGENT_HEADER
 
 log = logging.getLogger("bosun.gateway")
 
@@ -61,9 +63,23 @@ def _progress_forwarder(ctx: Ctx) -> ProgressFnT | None:
     return forward
 
 
-def build_server(gateway: Gateway) -> Server[Any]:
+def agent_of(ctx: Ctx, local_agent: str) -> str:
+    """The authenticated agent (set by the HTTP auth layer, never by the client), or the stdio one."""
+    headers = getattr(ctx.request, "headers", None)
+    if headers is None:
+        return local_agent
+    return str(headers.get(AGENT_HEADER.decode(), "unauthenticated"))
+
+
+def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
+    """The SDK server for ``gateway``; a stdio client is ``local_agent``, HTTP ones bring a token."""
     # Connections, not sessions: a session object lives for one request only.
     connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def who(ctx: Ctx) -> str:
+        client = client_key(ctx)
+        gateway.bind(client, agent_of(ctx, local_agent))
+        return client
 
     async def tools_changed() -> None:
         for conn in list(connections):
@@ -74,39 +90,35 @@ def build_server(gateway: Gateway) -> Server[Any]:
 
     async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         connections.add(connection_of(ctx))
-        return types.ListToolsResult(tools=await gateway.list_tools(client_key(ctx)))
+        return types.ListToolsResult(tools=await gateway.list_tools(who(ctx)))
 
     async def call_tool(
         ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         downstream = Downstream(ctx.session, ctx.request_id)
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return await gateway.call_tool_bridged(client_key(ctx), params, _progress_forwarder(ctx), downstream)
-        return await gateway.call_tool(
-            client_key(ctx), params.name, params.arguments, _progress_forwarder(ctx), downstream
-        )
+            return await gateway.call_tool_bridged(who(ctx), params, _progress_forwarder(ctx), downstream)
+        return await gateway.call_tool(who(ctx), params.name, params.arguments, _progress_forwarder(ctx), downstream)
 
     async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=await gateway.list_prompts(client_key(ctx)))
+        return types.ListPromptsResult(prompts=await gateway.list_prompts(who(ctx)))
 
     async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        return await gateway.get_prompt(client_key(ctx), params.name, params.arguments)
+        return await gateway.get_prompt(who(ctx), params.name, params.arguments)
 
     async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=await gateway.list_resources(client_key(ctx)))
+        return types.ListResourcesResult(resources=await gateway.list_resources(who(ctx)))
 
     async def list_templates(
         ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(
-            resource_templates=await gateway.list_resource_templates(client_key(ctx))
-        )
+        return types.ListResourceTemplatesResult(resource_templates=await gateway.list_resource_templates(who(ctx)))
 
     async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        return await gateway.read_resource(client_key(ctx), str(params.uri))
+        return await gateway.read_resource(who(ctx), str(params.uri))
 
     async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
-        return await gateway.complete(client_key(ctx), params)
+        return await gateway.complete(who(ctx), params)
 
     return Server(
         "bosun",

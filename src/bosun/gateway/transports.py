@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bosun.gateway.agents import Directory
 from bosun.gateway.core import Gateway
 
 log = logging.getLogger("bosun.gateway")
@@ -49,37 +49,64 @@ async def serve_stdio(server: Server[Any]) -> None:
         tg.cancel_scope.cancel()
 
 
-class BearerAuth:
-    """Every path but the public ones needs ``Authorization: Bearer <token>``.
+AGENT_HEADER = b"x-bosun-agent"
 
-    Hand-written because it is ten lines and constant-time comparison is the whole point;
-    Starlette's AuthenticationMiddleware would add a backend class and user objects for nothing.
+
+class BearerAuth:
+    """Every path but the public ones needs ``Authorization: Bearer <token>`` of a known agent.
+
+    The agent's name is passed on in ``x-bosun-agent`` (any such header from the client is dropped
+    first), and each HTTP session is bound to the agent that opened it: a session id presented
+    with another agent's token is refused. Hand-written because it is a few lines and the checks
+    are the whole point; Starlette's AuthenticationMiddleware would add classes and do none of them.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, directory: Directory) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self.directory = directory
+        self._sessions: dict[bytes, str] = {}  # mcp-session-id -> the agent that opened it
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, error: str, hint: str) -> None:
+        headers = {"WWW-Authenticate": 'Bearer realm="bosun"'} if status == 401 else {}
+        await JSONResponse({"error": error, "hint": hint}, status_code=status, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            got = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(got, self._expected):
-                response = JSONResponse(
-                    {
-                        "error": "unauthorized",
-                        "hint": "send Authorization: Bearer <token from BOSUN_HOME/gateway.token>",
-                    },
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="bosun"'},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        bearer = headers.get(b"authorization", b"").decode(errors="replace")
+        agent = self.directory.authenticate(bearer[7:]) if bearer.startswith("Bearer ") else None
+        if agent is None:
+            hint = "send Authorization: Bearer <an agent's token, or BOSUN_HOME/gateway.token>"
+            await self._refuse(scope, receive, send, 401, "unauthorized", hint)
+            return
+        session = headers.get(b"mcp-session-id")
+        owner = self._sessions.get(session) if session else None
+        if owner is not None and owner != agent:
+            log.warning("session of agent %s presented by agent %s: refused", owner, agent)
+            await self._refuse(scope, receive, send, 403, "forbidden", "this session belongs to another agent")
+            return
+        if session and scope["method"] == "DELETE":
+            self._sessions.pop(session, None)
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != AGENT_HEADER] + [(AGENT_HEADER, agent.encode())]
+
+        async def bind(message: Any) -> None:
+            if message["type"] == "http.response.start" and session is None:
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"mcp-session-id":
+                        self._sessions.setdefault(v, agent)
+            await send(message)
+
+        await self.app(scope, receive, bind)
 
 
 def http_app(
     gateway: Gateway, server: Server[Any], host: str, port: int, token: str | None, allowed_origins: list[str]
 ) -> ASGIApp:
+    """The HTTP face; ``token`` None means no authentication (loopback testing only)."""
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "gateway": gateway.id, "servers": gateway.settings.enabled()})
 
@@ -92,7 +119,7 @@ def http_app(
     app = server.streamable_http_app(
         host=host, transport_security=security, custom_starlette_routes=[Route("/healthz", healthz)]
     )
-    return BearerAuth(app, token) if token else app
+    return BearerAuth(app, Directory(gateway.home.agents_file, token)) if token else app
 
 
 class _Uvicorn(uvicorn.Server):

@@ -1,0 +1,110 @@
+"""Agent identity: who is calling. Each agent has a token (only its hash is stored) and groups.
+
+The operator (whoever holds ``BOSUN_HOME/gateway.token``) is the agent ``operator``; every other
+caller is an agent added with ``bosun agent add``. The file is re-read when it changes, so a new or
+revoked agent takes effect on a running gateway at its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bosun.files import write_atomic
+
+OPERATOR = "operator"
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+def token_hash(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain hash is enough; a slow KDF would only tax every request.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Agent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    groups: list[str] = []
+    token_sha256: str
+    created: datetime
+    revoked: datetime | None = None
+
+
+class Agents(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: list[Agent] = []
+
+    @classmethod
+    def load(cls, path: Path) -> Agents:
+        if not path.exists():
+            return cls()
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        except (yaml.YAMLError, ValidationError) as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    def get(self, name: str) -> Agent | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+    def add(self, name: str, groups: list[str]) -> str:
+        """Create the agent and return its token: the only time the token exists in clear."""
+        if name == OPERATOR:
+            raise ValueError(f"{OPERATOR!r} is the holder of the gateway token; choose another name")
+        if self.get(name) is not None:
+            raise ValueError(f"an agent named {name!r} exists (revoke it first to replace its token)")
+        token = "bsn_" + secrets.token_urlsafe(32)
+        self.agents.append(Agent(name=name, groups=groups, token_sha256=token_hash(token), created=datetime.now(UTC)))
+        return token
+
+    def revoke(self, name: str) -> None:
+        agent = self.get(name)
+        if agent is None:
+            raise ValueError(f"no agent named {name!r}; see `bosun agent ls`")
+        self.agents = [a for a in self.agents if a.name != name] + [
+            agent.model_copy(update={"revoked": datetime.now(UTC)})
+        ]
+
+    def by_token(self, token: str) -> Agent | None:
+        digest = token_hash(token)
+        for agent in self.agents:
+            if agent.revoked is None and hmac.compare_digest(agent.token_sha256, digest):
+                return agent
+        return None
+
+
+class Directory:
+    """The agents file as a running gateway sees it: re-read only when it changed on disk."""
+
+    def __init__(self, path: Path, operator_token: str | None) -> None:
+        self.path = path
+        self._operator = token_hash(operator_token) if operator_token else None
+        self._stamp: float | None = None
+        self._agents = Agents()
+
+    def _current(self) -> Agents:
+        stamp = self.path.stat().st_mtime_ns if self.path.exists() else None
+        if stamp != self._stamp:
+            self._agents, self._stamp = Agents.load(self.path), stamp
+        return self._agents
+
+    def authenticate(self, token: str) -> str | None:
+        """The agent a bearer token names, or None."""
+        if self._operator and hmac.compare_digest(token_hash(token), self._operator):
+            return OPERATOR
+        agent = self._current().by_token(token)
+        return agent.name if agent else None
+
+    def groups(self, name: str) -> list[str]:
+        agent = self._current().get(name)
+        return list(agent.groups) if agent else []
