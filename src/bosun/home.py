@@ -47,6 +47,15 @@ class Home:
         return self.root / "agents.yaml"
 
     @property
+    def policy_file(self) -> Path:
+        return self.root / "policy.yaml"
+
+    @property
+    def asks_dir(self) -> Path:
+        """Calls waiting for `bosun approve` / `bosun deny`."""
+        return self.root / "asks"
+
+    @property
     def audit_db(self) -> Path:
         return self.root / "audit.db"
 

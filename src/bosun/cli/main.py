@@ -37,7 +37,7 @@ from bosun.catalog.vulns.waivers import Waiver, Waivers
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings, VulnSettings
 from bosun.files import write_atomic
-from bosun.gateway.agents import OPERATOR, Agents
+from bosun.gateway.agents import OPERATOR, Agents, Directory
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
@@ -86,6 +86,11 @@ audit_app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 agent_app = typer.Typer(help="Agents: who may call the gateway, each with its own token.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+policy_app = typer.Typer(
+    help="Central policy: who may call which tool with which arguments (BOSUN_HOME/policy.yaml).",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
 
 
 def _home() -> Home:
@@ -1134,3 +1139,115 @@ def agent_revoke(name: str) -> None:
         fail(str(e))
     agents.save(home.agents_file)
     console.print(f"revoked {name}")
+
+
+# -- policy and approvals ----------------------------------------------------------------------
+
+
+def _engine_for(home: Home, file: Path | None) -> Any:
+    from bosun.policy.engine import Engine
+    from bosun.policy.rules import PolicyError, load
+
+    path = file or home.policy_file
+    try:
+        return Engine(load(path))
+    except PolicyError as e:
+        fail(str(e))
+
+
+def _split_tool(public: str) -> tuple[str, str]:
+    server, sep, tool = public.partition("__")
+    if not sep or not tool:
+        fail(f"--tool {public!r}: give the gateway's name for it, <server>__<tool>")
+    return server, tool
+
+
+@policy_app.command("check")
+def policy_check(
+    agent: Annotated[str, typer.Option("--agent", help="The calling agent.")],
+    tool: Annotated[str, typer.Option("--tool", help="The tool as agents see it: <server>__<tool>.")],
+    args: Annotated[str, typer.Option("--json", help="The call's arguments as a JSON object.")] = "{}",
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Groups to assume (default: the agent's own).")
+    ] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A policy file other than the active one.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--format-json", help="Print the decision as JSON (--json is the call's arguments).")
+    ] = False,
+) -> None:
+    """Explain the decision for one call: the effect, the rules that made it, and what every rule did."""
+    home = _home()
+    engine = _engine_for(home, file)
+    server, name = _split_tool(tool)
+    try:
+        arguments = json.loads(args)
+    except ValueError as e:
+        fail(f"--json: not JSON: {e}")
+    groups = group if group is not None else Directory(home.agents_file, None).groups(agent)
+    decision = engine.decide(agent, groups, server, name, arguments, explain=True, record=False)
+    if as_json:
+        print(json.dumps(decision.as_dict(), indent=2))
+        return
+    console.print(f"[bold]{decision.effect}[/] by {', '.join(decision.rules) or 'the default'}"
+                  + (f": {decision.reason}" if decision.reason else ""))  # fmt: skip
+    for line in decision.trace:
+        console.print(f"  {line}", highlight=False, markup=False)
+
+
+@policy_app.command("test")
+def policy_test(
+    cases: Annotated[Path, typer.Argument(help="YAML: cases: [{agent, groups?, tool, args?, expect}], policy?: FILE")],
+) -> None:
+    """Run a table of cases against the policy; exits 1 when any decision differs from its expectation."""
+    home = _home()
+    try:
+        doc = yaml.safe_load(cases.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        fail(f"{cases}: {e}")
+    policy_file = doc.get("policy")
+    engine = _engine_for(home, (cases.parent / policy_file) if policy_file else None)
+    rows, failed = [], 0
+    for i, case in enumerate(doc.get("cases") or []):
+        server, name = _split_tool(str(case.get("tool", "")))
+        groups = case.get("groups", Directory(home.agents_file, None).groups(str(case.get("agent", ""))))
+        d = engine.decide(str(case.get("agent", "")), groups, server, name, case.get("args") or {}, record=False)
+        ok = d.effect == case.get("expect")
+        failed += not ok
+        rows.append({"#": i, "agent": case.get("agent"), "tool": case.get("tool"), "expect": case.get("expect"),
+                     "got": d.effect, "rules": ",".join(d.rules), "ok": "ok" if ok else "FAIL"})  # fmt: skip
+    table(rows, ["#", "agent", "tool", "expect", "got", "rules", "ok"], False)
+    console.print(f"{len(rows) - failed} of {len(rows)} cases as expected")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("approve")
+def approve(
+    ask_id: Annotated[str | None, typer.Argument(help="The id a waiting call was given.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the calls waiting for a person.")] = False,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Let a call that policy said to ask about go ahead (or, with --list, see what waits)."""
+    _answer(ask_id, True, list_, as_json)
+
+
+@app.command("deny")
+def deny(ask_id: Annotated[str, typer.Argument(help="The id a waiting call was given.")]) -> None:
+    """Refuse a call that policy said to ask about."""
+    _answer(ask_id, False, False, False)
+
+
+def _answer(ask_id: str | None, approve: bool, list_: bool, as_json: bool) -> None:
+    from bosun.policy.asks import AskError, Asks
+
+    asks = Asks(_home().asks_dir)
+    if list_ or ask_id is None:
+        rows = [a | {"arguments": json.dumps(a["arguments"])[:80], "rules": ",".join(a["rules"])}
+                for a in asks.pending()]  # fmt: skip
+        table(rows, ["id", "agent", "server", "tool", "arguments", "rules", "asked_at"], as_json)
+        return
+    try:
+        item = asks.answer(ask_id, approve, getpass.getuser())
+    except AskError as e:
+        fail(str(e))
+    console.print(f"{'approved' if approve else 'denied'} {item['server']}__{item['tool']} for {item['agent']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -39,11 +40,16 @@ from bosun.catalog.signing import TrustError, UnsignedError, verify_image
 from bosun.catalog.vulns.scan import check_image
 from bosun.config import MountGrant, Settings
 from bosun.gateway import names
+from bosun.gateway.agents import Directory
 from bosun.gateway.downstream import Downstream, InputBridge
 from bosun.gateway.upstream import Upstream, UpstreamError
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
 from bosun.images.lock import Lock
+from bosun.policy import rules as policy_rules
+from bosun.policy.asks import Asks
+from bosun.policy.engine import Engine
+from bosun.policy.rules import PolicyError
 from bosun.runtime.backend import (
     LABEL_GATEWAY,
     LABEL_SESSION,
@@ -121,6 +127,11 @@ class Gateway:
         self._withheld: dict[str, str] = {}  # public tool name -> why
         self._images: dict[str, str] = {}  # server -> the image id its containers were last started from
         self._agents: dict[str, str] = {}  # client key -> the agent it authenticated as
+        self.directory = Directory(home.agents_file, None)
+        self.asks = Asks(home.asks_dir)
+        # An invalid policy stops the gateway from starting: running without the intended rules would fail open.
+        self.policy = Engine(policy_rules.load(home.policy_file))
+        self._policy_mtime = self._mtime(home.policy_file)
         self.audit = AuditLog(home.audit_db)
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
@@ -186,6 +197,7 @@ class Gateway:
         """Pick up ``bosun server enable|disable`` made while running, and tell clients."""
         while True:
             await anyio.sleep(1)
+            self._reload_policy()
             secrets_mtime = self._mtime(self.secrets.path)
             if secrets_mtime != self._secrets_mtime:
                 self._secrets_mtime = secrets_mtime
@@ -205,6 +217,19 @@ class Gateway:
                 await self._upstreams.pop(key).stop()
             if set(settings.enabled()) != before:
                 await self.notify_list_changed()
+
+    def _reload_policy(self) -> None:
+        mtime = self._mtime(self.home.policy_file)
+        if mtime == self._policy_mtime:
+            return
+        self._policy_mtime = mtime
+        try:
+            # A new engine starts with fresh rate windows; sessions and containers are untouched.
+            self.policy = Engine(policy_rules.load(self.home.policy_file))
+        except PolicyError as e:
+            log.error("keeping the previous policy; the new one is invalid:\n%s", e)
+            return
+        log.info("policy reloaded: %d rules", len(self.policy.policy.rules))
 
     async def notify_list_changed(self) -> None:
         for listener in list(self.listeners):
@@ -402,10 +427,13 @@ class Gateway:
     async def list_tools(self, client: str) -> list[types.Tool]:
         async def tools_of(up: Upstream) -> list[types.Tool]:
             out = []
+            agent = self.agent_of(client)
+            groups = self.directory.groups(agent)
             for tool in self.vet(up.name, await up.list_tools()):
                 public = names.namespaced(up.name, tool.name)
                 self._tool_routes[public] = Route(up.name, tool.name)
-                out.append(tool.model_copy(update={"name": public}))
+                if not self.policy.never_allowed(agent, groups, up.name, tool.name):
+                    out.append(tool.model_copy(update={"name": public}))
             return out
 
         with self._audited("tools/list", client) as note:
@@ -482,6 +510,19 @@ class Gateway:
         server, _, tool = public.partition(names.SEPARATOR)
         with self._audited("tools/call", client, server=server, tool=tool) as note:
             note["detail"] = {"args": shape(arguments or {})}
+            agent = self.agent_of(client)
+            decision = self.policy.decide(agent, self.directory.groups(agent), server, tool, arguments)
+            note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
+            if decision.effect == "ask":
+                shown = json.loads(self.redactor.text(json.dumps(arguments or {}))[0])  # the person sees no secret
+                decision = await self.asks.ask(agent, server, tool, shown, decision, self.policy.policy)
+                note["decision"], note["detail"]["asked"] = decision.effect, decision.reason
+            if decision.effect == "deny":
+                why = f"denied by policy ({', '.join(decision.rules) or 'default'})" + (
+                    f": {decision.reason}" if decision.reason else ""
+                )
+                note["outcome"], note["reason"] = "refused", why
+                return types.CallToolResult(content=[types.TextContent(type="text", text=why)], is_error=True)
             try:
                 result, redacted = await self._call_tool(client, public, arguments, progress, downstream)
             except MCPError as e:
