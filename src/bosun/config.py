@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bosun.catalog.models import Entry
-from bosun.files import write_atomic
+from bosun.files import YamlFile
 
 
 class ConfigError(ValueError):
@@ -109,25 +108,17 @@ class VulnSettings(BaseModel):
     block_at: Literal["low", "medium", "high", "critical", "never"] = "high"
 
 
-class Settings(BaseModel):
+class Settings(YamlFile):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def invalid(cls, path: Path, problem: str) -> Exception:
+        return ConfigError(f"{path}: {problem}")
 
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
     vulnerabilities: VulnSettings = Field(default_factory=VulnSettings)
     # block: a tool whose description looks poisoned is withheld until approved; warn: only logged.
     poisoning: Literal["block", "warn"] = "block"
-
-    @classmethod
-    def load(cls, path: Path) -> Settings:
-        if not path.exists():
-            return cls()
-        try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except (yaml.YAMLError, ValidationError) as e:
-            raise ConfigError(f"{path}: {e}") from None
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True))
 
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)

@@ -12,14 +12,13 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bosun.catalog.formats.common import ImportResult
 from bosun.catalog.formats.read import read_path
 from bosun.catalog.loader import BUILTIN, Catalog, CatalogError, Origin, load_catalog, parse_entry
 from bosun.catalog.models import Entry
-from bosun.files import write_atomic
+from bosun.files import YamlFile
 from bosun.home import Home
 
 RESERVED = ("local", "builtin")
@@ -53,22 +52,14 @@ class Source(BaseModel):
         return self
 
 
-class Sources(BaseModel):
+class Sources(YamlFile):
     model_config = ConfigDict(extra="forbid")
 
-    sources: list[Source] = []
-
     @classmethod
-    def load(cls, path: Path) -> Sources:
-        if not path.exists():
-            return cls()
-        try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except (ValueError, yaml.YAMLError) as e:
-            raise CatalogError([f"{path}: {e}"]) from None
+    def invalid(cls, path: Path, problem: str) -> Exception:
+        return CatalogError([f"{path}: {problem}"])
 
-    def save(self, path: Path) -> None:
-        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+    sources: list[Source] = Field(default_factory=list)
 
     def add(self, source: Source) -> None:
         if any(s.name == source.name for s in self.sources):

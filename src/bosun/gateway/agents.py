@@ -13,10 +13,9 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from bosun.files import write_atomic
+from bosun.files import YamlFile
 
 OPERATOR = "operator"
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -37,22 +36,10 @@ class Agent(BaseModel):
     revoked: datetime | None = None
 
 
-class Agents(BaseModel):
+class Agents(YamlFile):
     model_config = ConfigDict(extra="forbid")
 
-    agents: list[Agent] = []
-
-    @classmethod
-    def load(cls, path: Path) -> Agents:
-        if not path.exists():
-            return cls()
-        try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except (yaml.YAMLError, ValidationError) as e:
-            raise ValueError(f"{path}: {e}") from None
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+    agents: list[Agent] = Field(default_factory=list)
 
     def get(self, name: str) -> Agent | None:
         return next((a for a in self.agents if a.name == name), None)

@@ -389,11 +389,14 @@ class Gateway:
     def vet(self, server: str, tools: list[types.Tool]) -> list[types.Tool]:
         """The tools that match their pins. The first time a server is seen its tools are pinned,
         except those whose text looks poisoned: they stay out until `bosun catalog approve`."""
-        others = {e.name for e in self.enabled_entries()} - {server}
         low_trust = self.catalog.origin(server).trust == "low"
 
+        def others() -> set[str]:
+            # Only needed when a tool is scanned (first pin, or a tool off its pin): not per listing.
+            return {e.name for e in self.enabled_entries()} - {server}
+
         def poisoned(tool: types.Tool) -> str | None:
-            for f in scan(tool, others):
+            for f in scan(tool, others()):
                 if self.settings.poisoning == "block" and (f.rule not in WEAK_RULES or low_trust):
                     return f"possibly poisoned ({f.rule} in {f.where}: {f.span!r})"
             return None
@@ -401,7 +404,7 @@ class Gateway:
         pins = self.pins.load(server)
         if pins is None:
             for tool in tools:
-                for f in scan(tool, others):
+                for f in scan(tool, others()):
                     log.warning("possible tool poisoning in %s %s (%s): %r", f.tool, f.where, f.rule, f.span,
                                 extra={"server": server})  # fmt: skip
             pins = Pins.of(server, [t for t in tools if poisoned(t) is None])

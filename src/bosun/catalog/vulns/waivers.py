@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from bosun.files import write_atomic
+from bosun.files import YamlFile
 
 
 class Waiver(BaseModel):
@@ -23,22 +21,10 @@ class Waiver(BaseModel):
     created: datetime
 
 
-class Waivers(BaseModel):
+class Waivers(YamlFile):
     model_config = ConfigDict(extra="forbid")
 
-    waivers: list[Waiver] = []
-
-    @classmethod
-    def load(cls, path: Path) -> Waivers:
-        if not path.exists():
-            return cls()
-        try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except (yaml.YAMLError, ValidationError) as e:
-            raise ValueError(f"{path}: {e}") from None
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+    waivers: list[Waiver] = Field(default_factory=list)
 
     def add(self, waiver: Waiver) -> None:
         # One waiver per advisory and server: a new one replaces the old (e.g. to extend it).
