@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,19 +113,23 @@ class VulnDB:
         else:
             report.added += 1
 
-    def advisories_for(self, ecosystem: str, name: str) -> list[Advisory]:
-        """Every advisory naming this package (by its purl type and name), affected or not."""
+    def advisories_for(self, packages: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[Advisory]]:
+        """Every advisory naming each package (purl type, name), affected or not; one connection for all."""
         if not self.exists():
-            return []
+            return {}
+        found: dict[tuple[str, str], list[Advisory]] = {}
         conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT a.record FROM affects f JOIN advisory a ON a.id = f.id WHERE f.ecosystem = ? AND f.name = ?",
-                (ecosystem, normal_name(ecosystem, name)),
-            ).fetchall()
+            for ecosystem, name in packages:
+                rows = conn.execute(
+                    "SELECT a.record FROM affects f JOIN advisory a ON a.id = f.id "
+                    "WHERE f.ecosystem = ? AND f.name = ?",
+                    (ecosystem, normal_name(ecosystem, name)),
+                ).fetchall()
+                found[(ecosystem, name)] = [Advisory.model_validate(json.loads(r[0])) for r in rows]
         finally:
             conn.close()
-        return [Advisory.model_validate(json.loads(r[0])) for r in rows]
+        return found
 
     def stats(self) -> dict[str, int]:
         if not self.exists():

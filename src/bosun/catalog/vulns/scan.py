@@ -56,9 +56,11 @@ def _components(sbom: str) -> list[tuple[str, list[str], str]]:
 def scan(db: VulnDB, sbom: str) -> list[Finding]:
     """Every advisory that affects a component of the SBOM at the version it is installed."""
     found: dict[tuple[str, str, str], Finding] = {}
-    for eco, names, version in _components(sbom):
+    components = _components(sbom)
+    known = db.advisories_for({(eco, name) for eco, names, _ in components for name in names})
+    for eco, names, version in components:
         for name in names:
-            for adv in db.advisories_for(eco, name):
+            for adv in known.get((eco, name), []):
                 hit = any(
                     ecosystem_matches(a.package.ecosystem, eco)
                     and normal_name(eco, a.package.name) == normal_name(eco, name)
