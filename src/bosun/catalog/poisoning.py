@@ -13,7 +13,8 @@ from typing import Any
 
 import mcp.types as types
 
-_RULES: list[tuple[str, re.Pattern[str]]] = [
+# Text addressed to the model rather than the user: shared with the screening of tool results.
+INSTRUCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("hidden instructions", re.compile(r"<\s*/?\s*(important|system|instructions?|secret)\s*>", re.IGNORECASE)),
     (
         "hidden instructions",
@@ -31,6 +32,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
         "invisible or bidi characters",
         re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]+"),
     ),
+]
+_RULES: list[tuple[str, re.Pattern[str]]] = [
+    *INSTRUCTION_RULES,
     ("exfiltration URL", re.compile(r"\bhttps?://[^\s)\"'>]+", re.IGNORECASE)),
     (
         "sensitive files",

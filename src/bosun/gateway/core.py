@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -48,7 +47,8 @@ from bosun.images.base import SERVER_UID
 from bosun.images.lock import Lock
 from bosun.policy import rules as policy_rules
 from bosun.policy.asks import Asks
-from bosun.policy.engine import Engine
+from bosun.policy.engine import Decision, Engine
+from bosun.policy.flow import Origin, SessionFlow, Sessions
 from bosun.policy.rules import PolicyError
 from bosun.runtime.backend import (
     LABEL_GATEWAY,
@@ -131,6 +131,7 @@ class Gateway:
         self.asks = Asks(home.asks_dir)
         # An invalid policy stops the gateway from starting: running without the intended rules would fail open.
         self.policy = Engine(policy_rules.load(home.policy_file))
+        self.flows = Sessions()  # outlives policy reloads: what a session has seen stays seen
         self._policy_mtime = self._mtime(home.policy_file)
         self.audit = AuditLog(home.audit_db)
         self._reported: set[tuple[str, str]] = set()
@@ -485,7 +486,7 @@ class Gateway:
             raise
         finally:
             server = str(note.get("server", ""))
-            self.audit.append(
+            stored = self.audit.append(
                 Record(
                     kind,
                     agent=self.agent_of(client),
@@ -500,6 +501,8 @@ class Gateway:
                     detail=note.get("detail", {}),
                 )
             )
+            if (origin := note.get("origin")) is not None:
+                origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
 
     async def call_tool(
         self,
@@ -514,11 +517,19 @@ class Gateway:
         with self._audited("tools/call", client, server=server, tool=tool) as note:
             note["detail"] = {"args": shape(arguments or {})}
             agent = self.agent_of(client)
-            decision = self.policy.decide(agent, self.directory.groups(agent), server, tool, arguments)
+            policy = self.policy  # this call's view, even if the policy reloads while it runs
+            flow = self.flows.get(client) if policy.flow.enabled else None
+            if flow is not None:
+                note["origin"] = flow.next_call(public, policy.flow.labels(public, self._labels(server)))
+            decision = self._decide(agent, public, arguments, flow, note.get("origin"))
             note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
+            # Decided on what the agent sent; forwarded (and shown to a person) with every secret in it redacted.
+            sent, redacted_args = self.redactor.value(arguments or {})
+            if redacted_args:
+                note["detail"]["redacted_args"] = sorted(redacted_args)
+                log.warning("redacted secret(s) %s from the arguments", sorted(redacted_args), extra={"server": server})
             if decision.effect == "ask":
-                shown = json.loads(self.redactor.text(json.dumps(arguments or {}))[0])  # the person sees no secret
-                decision = await self.asks.ask(agent, server, tool, shown, decision, self.policy.policy)
+                decision = await self.asks.ask(agent, server, tool, sent, decision, policy.policy)
                 note["decision"], note["detail"]["asked"] = decision.effect, decision.reason
             if decision.effect == "deny":
                 why = f"denied by policy ({', '.join(decision.rules) or 'default'})" + (
@@ -527,7 +538,7 @@ class Gateway:
                 note["outcome"], note["reason"] = "refused", why
                 return types.CallToolResult(content=[types.TextContent(type="text", text=why)], is_error=True)
             try:
-                result, redacted = await self._call_tool(client, public, arguments, progress, downstream)
+                result, redacted = await self._call_tool(client, public, sent, progress, downstream)
             except MCPError as e:
                 if "is withheld" in str(e):
                     note["decision"] = "deny"
@@ -536,11 +547,32 @@ class Gateway:
                 # A tool error, not a protocol error: the agent should see why and carry on.
                 note["outcome"], note["reason"] = "refused", str(e)[:500]
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
+            if flow is not None:
+                policy.flow.after(flow, note["origin"], public, arguments, result)
+            result, findings = policy.screener.screen(public, result)
+            if findings:
+                note["detail"]["screening"] = {"action": policy.screener.screening.injection,
+                                               "findings": [f.as_dict() for f in findings[:10]]}  # fmt: skip
             note["outcome"] = "error" if result.is_error else "ok"
             note["detail"]["result"] = {"items": len(result.content), "is_error": bool(result.is_error)}
             if redacted:
                 note["detail"]["redacted"] = redacted  # which stored secrets, by name; never their values
             return result
+
+    def _decide(
+        self, agent: str, public: str, arguments: dict[str, Any] | None, flow: SessionFlow | None, origin: Origin | None
+    ) -> Decision:
+        """The policy's rules, then (unless they deny) flow control on what the session has seen."""
+        server, _, tool = public.partition(names.SEPARATOR)
+        groups = self.directory.groups(agent)
+        decision = self.policy.decide(agent, groups, server, tool, arguments)
+        if flow is None or origin is None or decision.effect == "deny":
+            return decision
+        trip = self.policy.flow.check(flow, agent, groups, public, origin.labels, arguments)
+        if trip is None:
+            return decision
+        log.warning("flow control: %s: %s", trip.rule, trip.reason, extra={"server": server})
+        return Decision(self.policy.flow.flow.on_violation, (*decision.rules, trip.rule), trip.reason)
 
     async def _call_tool(
         self,
@@ -561,6 +593,12 @@ class Gateway:
         if hits:
             log.warning("redacted secret(s) %s from a result", sorted(hits), extra={"server": route.server})
         return result, sorted(hits)
+
+    def _labels(self, server: str) -> list[str]:
+        try:
+            return self.catalog.get(server).labels
+        except KeyError:
+            return []
 
     def _image_of(self, server: str) -> str:
         return self._images.get(server, "")

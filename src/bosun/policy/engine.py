@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bosun.policy.flow import FlowRules
 from bosun.policy.rules import Condition, Effect, Policy, Rule
+from bosun.policy.screen import Screener
 
 _ORDER = {"allow": 0, "ask": 1, "deny": 2}
 _MISSING = object()
@@ -110,8 +112,12 @@ class Engine:
     policy: Policy
     _rules: list[_Compiled] = field(init=False)
     _windows: dict[tuple[str, str, str, str], deque[float]] = field(init=False, default_factory=dict)
+    flow: FlowRules = field(init=False)
+    screener: Screener = field(init=False)
 
     def __post_init__(self) -> None:
+        self.flow = FlowRules(self.policy.flow)
+        self.screener = Screener(self.policy.screening)  # loads the classifier: PolicyError if it cannot
         self._rules = [
             _Compiled(
                 r, frozenset(r.agents), frozenset(r.groups), _patterns(r.servers), _patterns(r.tools),

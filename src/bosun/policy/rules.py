@@ -14,6 +14,20 @@ rules:
   - id: fetch-rate
     tools: [fetch]
     rate: {calls: 10, per_seconds: 60}   # per agent and tool; over it, the call is denied
+flow:                     # the lethal trifecta: see bosun.policy.flow
+  mode: values            # values (default), strict (no send once private and untrusted met), off
+  on_violation: deny      # or ask
+  labels:                 # replace the catalog's labels of matching tools; later entries win
+    - {tools: [mail__read_inbox], labels: [private_data, untrusted_content]}
+  destinations:           # which arguments are destinations (default: to, url, account, ... by name)
+    - {tools: [bank__pay], args: [iban]}
+  known_destinations:     # where private data may go, per agent or group (fnmatch, any case)
+    - {groups: [finance], values: ["*@acme.example", "DE44500105175407324931"]}
+screening:
+  injection: annotate     # off, warn, annotate (delimit the result as data) or withhold
+  patterns:               # added to the built-in prompt-injection rules
+    - {id: wire-transfer, regex: "(?i)wire the funds"}
+  classifier: mypkg.screen:classify   # optional: a function(text) -> [(rule, span), ...]
 ```
 
 Errors name the rule (its id, or its position) and the field.
@@ -84,11 +98,17 @@ class Rate(_Strict):
     per_seconds: float = Field(gt=0)
 
 
-class Rule(_Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    effect: Effect = "allow"
+class _ByCaller(_Strict):
     agents: list[str] = []
     groups: list[str] = []
+
+    def applies_to(self, agent: str, groups: frozenset[str]) -> bool:
+        return not (self.agents or self.groups) or agent in self.agents or not groups.isdisjoint(self.groups)
+
+
+class Rule(_ByCaller):
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    effect: Effect = "allow"
     servers: list[str] = []
     tools: list[str] = []
     when: list[Condition] = []
@@ -96,11 +116,68 @@ class Rule(_Strict):
     reason: str = ""
 
 
+FlowLabel = Literal["private_data", "untrusted_content", "external_send", "destructive"]
+
+
+class ToolLabels(_Strict):
+    tools: list[str] = Field(min_length=1)  # fnmatch on server__tool
+    labels: list[FlowLabel]
+
+
+class DestinationArgs(_Strict):
+    tools: list[str] = Field(min_length=1)
+    args: list[str] = Field(min_length=1)
+
+    @field_validator("args")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not _PATH.match(a)]
+        if bad:
+            raise ValueError(f"not argument paths: {', '.join(map(repr, bad))} (write name, a.b or a.list[0])")
+        return v
+
+
+class KnownDestinations(_ByCaller):
+    values: list[str] = Field(min_length=1)  # fnmatch, compared case-insensitively
+
+
+class Flow(_Strict):
+    # values: argument-level provenance; strict: also no send once private and untrusted data met.
+    mode: Literal["values", "strict", "off"] = "values"
+    on_violation: Literal["deny", "ask"] = "deny"
+    labels: list[ToolLabels] = []
+    destinations: list[DestinationArgs] = []
+    known_destinations: list[KnownDestinations] = []
+
+
+class InjectionPattern(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regex {v!r}: {e}") from None
+        return v
+
+
+class Screening(_Strict):
+    # What a result that looks like a prompt injection becomes.
+    injection: Literal["off", "warn", "annotate", "withhold"] = "annotate"
+    patterns: list[InjectionPattern] = []
+    classifier: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
 class Policy(_Strict):
     default: Effect = "allow"
     # How long an `ask` waits for a person before it counts as a deny.
     ask_timeout_seconds: float = Field(default=120, gt=0, le=3600)
     rules: list[Rule] = []
+    flow: Flow = Flow()
+    screening: Screening = Screening()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Policy:
