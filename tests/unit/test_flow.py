@@ -104,6 +104,14 @@ def test_private_data_to_an_unknown_destination_trips_even_when_no_untrusted_tex
     assert check(fr, flow, "mail__send", {"to": "friend@gmail.example", "body": "lunch on friday?"}) is None
 
 
+def test_a_destination_is_not_its_own_payload() -> None:
+    fr = rules()
+    flow = SessionFlow()
+    seen(fr, flow, "bank__list_payees", {PRIVATE}, "Power Co DE75 5121 0800 1245 1261 99 (electricity)")
+    # Six "words" of the payee list, but they are where the money goes, not data leaving.
+    assert check(fr, flow, "bank__pay", {"iban": "DE75 5121 0800 1245 1261 99", "amount": 64.2}) is None
+
+
 def test_private_values_hidden_in_a_url_query_trip() -> None:
     fr = rules()
     flow = SessionFlow()

@@ -258,14 +258,17 @@ class FlowRules:
 
     def _destinations_of(self, public: str, args: dict[str, Any]) -> list[tuple[str, str]]:
         """(argument path, destination value) for each destination the call names."""
-        named = next((a for p, a in self._destinations if p.match(public.casefold())), None)
         out: list[tuple[str, str]] = []
         for path, text in _leaves(args):
-            bare = re.sub(r"\[\d+\]", "", path)
-            chosen = bare in named if named is not None else bool(_DESTINATION_KEY.match(_key(path)))
-            if chosen:
+            if self._is_destination(public, path):
                 out.extend((path, v) for v in sorted(_destination_values(text)))
         return out
+
+    def _is_destination(self, public: str, path: str) -> bool:
+        named = next((a for p, a in self._destinations if p.match(public.casefold())), None)
+        if named is not None:
+            return re.sub(r"\[\d+\]", "", path) in named
+        return bool(_DESTINATION_KEY.match(_key(path)))
 
     def check(
         self, flow: SessionFlow, agent: str, groups: Iterable[str], public: str, labels: frozenset[str],
@@ -299,7 +302,7 @@ class FlowRules:
         targets = [v for _, v in destinations] or [f"tool:{public.casefold()}"]
         unknown = [v for v in targets if not self._is_known(v, agent, groups)]
         if unknown:
-            carried = self._private_in(flow, args, {v for _, v in destinations})
+            carried = self._private_in(flow, public, args, {v for _, v in destinations})
             if carried:
                 shown = "; ".join(f"{text!r} from {origin}" for text, origin in carried[:3])
                 return Trip(
@@ -310,13 +313,17 @@ class FlowRules:
                 )
         return None
 
-    @staticmethod
-    def _private_in(flow: SessionFlow, args: dict[str, Any], destinations: set[str]) -> list[tuple[str, Origin]]:
+    def _private_in(
+        self, flow: SessionFlow, public: str, args: dict[str, Any], destinations: set[str]
+    ) -> list[tuple[str, Origin]]:
         """Private values the arguments carry: (the carried text, where it came from)."""
         carried: list[tuple[str, Origin]] = []
         if not flow.private_shingles and not flow.private_entities:
             return carried
-        for _, raw in _leaves(args):
+        for path, raw in _leaves(args):
+            # A destination is where the data goes, not data; only a URL can carry some along (its query).
+            if self._is_destination(public, path) and not _URL.fullmatch(raw.strip().casefold()):
+                continue
             text = unquote_plus(raw)
             for e in sorted(entities(text.casefold()) - destinations):
                 if e in flow.private_entities and not e.startswith("host:"):  # a host is a place, not a secret

@@ -33,7 +33,7 @@ _RESULT_RULES: list[tuple[str, re.Pattern[str]]] = [
         "request to send data",
         re.compile(
             r"(?i)\b(send|forward|e-?mail|post|upload|transfer|wire|pay|leak)\b[^.\n]{0,80}?\bto\b\s*"
-            r"(\S+@\S+|https?://\S+|[A-Z]{2}\d{2}[ A-Z0-9]{10,})"
+            r"([\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s\"'<>]+|[A-Z]{2}\d{2}[ A-Z0-9]{10,})"
         ),
     ),
 ]
@@ -89,7 +89,8 @@ class Screener:
         mode = self.screening.injection
         if mode == "off":
             return result, []
-        findings = self.scan(result_text(result))
+        # Servers often repeat their text as structured content: one finding per rule and span is enough.
+        findings = list(dict.fromkeys(self.scan(result_text(result))))
         if not findings:
             return result, []
         listed = "; ".join(f"{f.rule}: {f.span!r}" for f in findings[:5])
