@@ -186,6 +186,11 @@ def test_memory_is_bounded() -> None:
     assert flow.size <= 2 * 1024 * 1024 and len(flow.private_shingles) <= 50_000
 
 
+def test_a_bare_off_in_yaml_means_off() -> None:
+    policy = parse("flow: {mode: off}\nscreening: {injection: off}", "p.yaml")
+    assert policy.flow.mode == "off" and policy.screening.injection == "off"
+
+
 def test_invalid_flow_sections_name_the_field() -> None:
     with pytest.raises(PolicyError, match=r"flow\.labels\.0\.labels\.0: Input should be 'private_data'"):
         parse("flow: {labels: [{tools: [a__b], labels: [secret]}]}", "p.yaml")

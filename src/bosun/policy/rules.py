@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Effect = Literal["allow", "deny", "ask"]
 _PATH = re.compile(r"^\$?\.?[A-Za-z0-9_-]+(\[\d+\]|\.[A-Za-z0-9_-]+)*$")
@@ -141,9 +141,14 @@ class KnownDestinations(_ByCaller):
     values: list[str] = Field(min_length=1)  # fnmatch, compared case-insensitively
 
 
+def _off(v: Any) -> Any:
+    # YAML 1.1 reads a bare `off` as false; whoever wrote `mode: off` meant the word.
+    return "off" if v is False else v
+
+
 class Flow(_Strict):
     # values: argument-level provenance; strict: also no send once private and untrusted data met.
-    mode: Literal["values", "strict", "off"] = "values"
+    mode: Annotated[Literal["values", "strict", "off"], BeforeValidator(_off)] = "values"
     on_violation: Literal["deny", "ask"] = "deny"
     labels: list[ToolLabels] = []
     destinations: list[DestinationArgs] = []
@@ -166,7 +171,7 @@ class InjectionPattern(_Strict):
 
 class Screening(_Strict):
     # What a result that looks like a prompt injection becomes.
-    injection: Literal["off", "warn", "annotate", "withhold"] = "annotate"
+    injection: Annotated[Literal["off", "warn", "annotate", "withhold"], BeforeValidator(_off)] = "annotate"
     patterns: list[InjectionPattern] = []
     classifier: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
