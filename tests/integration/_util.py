@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
+import httpx
 import yaml
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import ServerSettings, Settings
 from bosun.home import Home
+
+if TYPE_CHECKING:
+    from conftest import HttpGateway
+
+HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
 
 def bosun_cmd(*args: str) -> list[str]:
@@ -51,3 +57,21 @@ def sh(client: docker.DockerClient, container_id: str, script: str) -> str:
 
 def py(client: docker.DockerClient, container_id: str, code: str) -> tuple[int, str]:
     return exec_in(client, container_id, "python3", "-c", code)
+
+
+def post(gw: HttpGateway, token: str, body: dict[str, object], **headers: str) -> httpx.Response:
+    """One raw JSON-RPC message to the HTTP gateway, as ``token``'s agent."""
+    return httpx.post(
+        gw.url,
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", **headers},
+    )
+
+
+def open_session(gw: HttpGateway, token: str) -> str:
+    r = post(gw, token, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO})
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    post(gw, token, {"jsonrpc": "2.0", "method": "notifications/initialized"}, **{"mcp-session-id": sid})
+    return sid

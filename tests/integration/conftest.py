@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,12 +93,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def http_gateway(home: Home) -> Iterator[HttpGateway]:
+@contextlib.contextmanager
+def start_http_gateway(home: Home, **env: str) -> Iterator[HttpGateway]:
+    """``bosun gateway run --transport http`` as its own process, healthy, stopped with SIGTERM after."""
     port = _free_port()
     proc = subprocess.Popen(
         bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port)),
-        env=env_for(home),
+        env={**env_for(home), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -113,6 +115,15 @@ def http_gateway(home: Home) -> Iterator[HttpGateway]:
         assert time.monotonic() < deadline, "gateway did not become healthy"
         time.sleep(0.2)
     token, _ = home.gateway_token()
-    yield HttpGateway(f"{base}/mcp", base, token, proc, home)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:
+        yield HttpGateway(f"{base}/mcp", base, token, proc, home)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def http_gateway(home: Home) -> Iterator[HttpGateway]:
+    with start_http_gateway(home) as gw:
+        yield gw

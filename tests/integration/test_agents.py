@@ -5,32 +5,13 @@ from __future__ import annotations
 
 import json
 
-import httpx
-from _util import run_bosun
+from _util import open_session, post, run_bosun
 from conftest import HttpGateway
 
 from bosun.audit.log import AuditLog
 
-HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}  # fmt: skip
-
-
-def post(gw: HttpGateway, token: str, body: dict[str, object], **headers: str) -> httpx.Response:
-    return httpx.post(
-        gw.url,
-        json=body,
-        timeout=60,
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", **headers},
-    )
-
-
-def open_session(gw: HttpGateway, token: str) -> str:
-    r = post(gw, token, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO})
-    assert r.status_code == 200, r.text
-    sid = r.headers["mcp-session-id"]
-    post(gw, token, {"jsonrpc": "2.0", "method": "notifications/initialized"}, **{"mcp-session-id": sid})
-    return sid
 
 
 def test_tokens_name_agents_and_sessions_stay_theirs(http_gateway: HttpGateway) -> None:

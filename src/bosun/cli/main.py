@@ -737,11 +737,16 @@ def gateway_run(
     """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint.
 
     Over HTTP each request names its agent by its bearer token (an agent's, or the operator's
-    gateway token); over stdio the client is --agent, or the operator."""
+    gateway token); over stdio the client is --agent, or the operator.
+
+    Telemetry: over HTTP, Prometheus metrics at /metrics (operator token). Traces go over OTLP/HTTP
+    when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a span per client request
+    with the agent, server, tool and decision, and a child span per upstream request."""
     from bosun.gateway.core import Gateway
     from bosun.gateway.server import build_server
     from bosun.gateway.transports import serve_http, serve_stdio
     from bosun.runtime.docker import DockerBackend
+    from bosun.telemetry import traces
 
     if transport not in ("stdio", "http"):
         fail(f"--transport must be stdio or http, not {transport!r}")
@@ -770,10 +775,15 @@ def gateway_run(
             if transport == "stdio":
                 await serve_stdio(server)
             else:
-                err_console.print(f"gateway listening on http://{host}:{port}/mcp (health: /healthz)")
+                err_console.print(f"gateway listening on http://{host}:{port}/mcp (also /healthz and /metrics)")
                 await serve_http(gw, server, host, port, token, allow_origin)
 
-    anyio.run(main)
+    tracing = traces.configure()
+    try:
+        anyio.run(main)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the last spans are exported, not lost with the process
 
 
 # -- tools -------------------------------------------------------------------------------------

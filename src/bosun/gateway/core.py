@@ -62,6 +62,8 @@ from bosun.runtime.backend import (
 )
 from bosun.secrets.redact import Redactor
 from bosun.secrets.store import SecretError, SecretStore
+from bosun.telemetry import traces
+from bosun.telemetry.metrics import Metrics
 
 log = logging.getLogger("bosun.gateway")
 
@@ -140,6 +142,7 @@ class Gateway:
         self._config_mtime = self._mtime()
         self._secrets_mtime = self._mtime(self.secrets.path)
         self.listeners: list[Callable[[], Awaitable[None]]] = []
+        self.metrics = Metrics(lambda: self._upstreams.values())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -440,7 +443,7 @@ class Gateway:
                     out.append(tool.model_copy(update={"name": public}))
             return out
 
-        with self._audited("tools/list", client) as note:
+        with self.audited("tools/list", client) as note:
             tools = await self._each(client, tools_of)
             note["detail"] = {"count": len(tools)}
             return tools
@@ -474,7 +477,7 @@ class Gateway:
         return self._agents.get(client, "")
 
     @contextlib.contextmanager
-    def _audited(self, kind: str, client: str, **note: Any) -> Iterator[dict[str, Any]]:
+    def audited(self, kind: str, client: str, **note: Any) -> Iterator[dict[str, Any]]:
         """Audit the request run inside: the body fills in server, tool, decision and detail as it
         learns them; the record is committed before the answer leaves, whatever the answer is."""
         started = time.perf_counter()
@@ -503,6 +506,9 @@ class Gateway:
             )
             if (origin := note.get("origin")) is not None:
                 origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
+            self.metrics.observe(kind, server, stored.tool, stored.decision, stored.outcome,
+                                 stored.duration_ms / 1000, stored.detail)  # fmt: skip
+            traces.annotate(stored.agent, server, stored.tool, stored.decision, stored.outcome)
 
     async def call_tool(
         self,
@@ -514,7 +520,7 @@ class Gateway:
     ) -> types.CallToolResult:
         """Route one call and audit it: decision, outcome and duration, never the values."""
         server, _, tool = public.partition(names.SEPARATOR)
-        with self._audited("tools/call", client, server=server, tool=tool) as note:
+        with self.audited("tools/call", client, server=server, tool=tool) as note:
             note["detail"] = {"args": shape(arguments or {})}
             agent = self.agent_of(client)
             policy = self.policy  # this call's view, even if the policy reloads while it runs
@@ -664,7 +670,7 @@ class Gateway:
 
     async def get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
         server, _, name = public.partition(names.SEPARATOR)
-        with self._audited("prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}):
+        with self.audited("prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}):
             return await self._get_prompt(client, public, arguments)
 
     async def _get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
@@ -715,7 +721,7 @@ class Gateway:
         return None
 
     async def read_resource(self, client: str, uri: str) -> types.ReadResourceResult:
-        with self._audited("resources/read", client, server=self._resource_server(uri) or "") as note:
+        with self.audited("resources/read", client, server=self._resource_server(uri) or "") as note:
             result, note["server"] = await self._read_resource(client, uri)
             return result
 

@@ -6,13 +6,16 @@ import contextlib
 import hashlib
 import logging
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp.types as types
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 import bosun
 from bosun.gateway.agents import OPERATOR
@@ -71,6 +74,56 @@ def agent_of(ctx: Ctx, local_agent: str) -> str:
     return str(headers.get(AGENT_HEADER.decode(), "unauthenticated"))
 
 
+# Requests whose handlers audit themselves; the middleware audits the handshake and what never reached one.
+_HANDLERS_AUDIT = frozenset({"tools/list", "tools/call", "prompts/get", "resources/read"})
+
+
+def _client_info(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a client says of itself at ``initialize``: shapes and names only, each bounded."""
+    params = params or {}
+    info = params.get("clientInfo")
+    info = info if isinstance(info, dict) else {}
+    capabilities = params.get("capabilities")
+    capabilities = capabilities if isinstance(capabilities, dict) else {}
+    return {
+        "client": str(info.get("name", ""))[:100],
+        "client_version": str(info.get("version", ""))[:50],
+        "protocol": str(params.get("protocolVersion", ""))[:50],
+        "capabilities": sorted(str(c)[:50] for c in capabilities)[:20],
+    }
+
+
+class AuditMiddleware:
+    """Audit ``initialize``, and every request refused before a handler ran (malformed params, an
+    unknown method): bad input is recorded like any other request, and answered with a clear error."""
+
+    def __init__(self, gateway: Gateway, who: Callable[[Ctx], str]) -> None:
+        self.gateway = gateway
+        self.who = who
+
+    async def __call__(self, ctx: Ctx, call_next: CallNext) -> HandlerResult:
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        if ctx.method == "initialize":
+            with self.gateway.audited("initialize", self.who(ctx), detail=_client_info(ctx.params)):
+                return await call_next(ctx)
+        try:
+            return await call_next(ctx)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "params"
+            self._refused(ctx, f"invalid params ({e.error_count()} error(s)); first at {where}: {first['msg']}")
+            raise
+        except MCPError as e:
+            if ctx.method not in _HANDLERS_AUDIT:
+                self._refused(ctx, str(e))
+            raise
+
+    def _refused(self, ctx: Ctx, reason: str) -> None:
+        with self.gateway.audited(ctx.method[:100], self.who(ctx)) as note:
+            note.update(decision="deny", outcome="refused", reason=reason[:500])
+
+
 def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     """The SDK server for ``gateway``; a stdio client is ``local_agent``, HTTP ones bring a token."""
     # Connections, not sessions: a session object lives for one request only.
@@ -120,7 +173,7 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
         return await gateway.complete(who(ctx), params)
 
-    return Server(
+    server: Server[Any] = Server(
         "bosun",
         version=bosun.__version__,
         title="Bosun gateway",
@@ -134,3 +187,5 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
         on_read_resource=read_resource,
         on_completion=complete,
     )
+    server.middleware.append(AuditMiddleware(gateway, who))
+    return server

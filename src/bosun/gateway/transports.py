@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bosun.gateway.agents import Directory
+from bosun.gateway.agents import OPERATOR, Directory
 from bosun.gateway.core import Gateway
+from bosun.telemetry.metrics import CONTENT_TYPE
 
 log = logging.getLogger("bosun.gateway")
 
@@ -110,15 +111,21 @@ def http_app(
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "gateway": gateway.id, "servers": gateway.settings.enabled()})
 
+    async def metrics(request: Request) -> Response:
+        # Server and tool names, refusals and secret names are the operator's business, not every agent's.
+        agent = request.headers.get(AGENT_HEADER.decode())
+        if token is not None and agent != OPERATOR:
+            return JSONResponse({"error": "forbidden", "hint": "metrics need the operator's gateway token"}, 403)
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE)
+
     local = ["127.0.0.1", "localhost", "[::1]"] + ([host] if host not in ("0.0.0.0", "::") else [])
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[f"{h}:{port}" for h in local],
         allowed_origins=[f"http://{h}:{port}" for h in local] + allowed_origins,
     )
-    app = server.streamable_http_app(
-        host=host, transport_security=security, custom_starlette_routes=[Route("/healthz", healthz)]
-    )
+    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
+    app = server.streamable_http_app(host=host, transport_security=security, custom_starlette_routes=routes)
     return BearerAuth(app, Directory(gateway.home.agents_file, token)) if token else app
 
 
