@@ -4,11 +4,14 @@ timeout, rate limits, reload on change, explanations, and every decision in the 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import anyio
+import mcp.types as types
 import pytest
-from _util import run_bosun
+from _util import bosun_cmd, env_for, run_bosun
+from mcp import Client, StdioServerParameters
 
 from bosun.audit.log import AuditLog
 from bosun.gateway.agents import Agents
@@ -142,3 +145,56 @@ def test_policy_check_and_table(home: Home, tmp_path: Path) -> None:
     bad.write_text("rules: [{id: r9, effect: deny, when: [{arg: x, regex: '['}]}]\n")
     check = run_bosun(home, "policy", "check", "--agent", "a", "--tool", "t__x", "--file", str(bad), check=False)
     assert check.returncode == 1 and "rule 'r9' (rules[0]): when[0].regex" in check.stderr
+
+
+ELICIT_POLICY = """
+rules:
+  - {id: convert-needs-a-person, effect: ask, tools: [time__convert_time], reason: conversions are audited}
+"""
+CONVERT = {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"}
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["handshake-era", "2026-era"])
+async def test_ask_goes_to_the_calling_clients_user_through_elicitation(home: Home, mode: str) -> None:
+    home.policy_file.write_text(ELICIT_POLICY)
+    answers = [True, False]
+    shown: list[str] = []
+
+    async def user(ctx: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestFormParams)
+        shown.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": answers.pop(0)})
+
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params, elicitation_callback=user, mode=mode) as client:
+        approved = await client.call_tool("time__convert_time", CONVERT)
+        assert not approved.is_error and "Europe/Paris" in text(approved)
+        declined = await client.call_tool("time__convert_time", CONVERT)
+        assert declined.is_error and "the client's user did not approve the call (elicitation)" in text(declined)
+    assert "rule convert-needs-a-person (conversions are audited)" in shown[0]
+    assert "Agent 'operator' wants to call time__convert_time" in shown[0] and '"Europe/Paris"' in shown[0]
+    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    assert [(r.decision, r.detail["asked"]) for r in calls] == [
+        ("allow", "approved by the client's user (elicitation)"),
+        ("deny", "the client's user did not approve the call (elicitation)"),
+    ]
+
+
+async def test_ask_through_cli_ignores_a_client_that_could_answer_for_itself(home: Home) -> None:
+    home.policy_file.write_text(ELICIT_POLICY + "ask_through: cli\nask_timeout_seconds: 30\n")
+
+    async def must_not_be_asked(ctx: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        raise AssertionError("the policy said to ask through the CLI")
+
+    async def approve() -> None:
+        asks = Asks(home.asks_dir)
+        with anyio.fail_after(30):
+            while not asks.pending():
+                await anyio.sleep(0.1)
+        await anyio.to_thread.run_sync(lambda: run_bosun(home, "approve", asks.pending()[0]["id"]))
+
+    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+    async with Client(params, elicitation_callback=must_not_be_asked) as client, anyio.create_task_group() as tg:
+        tg.start_soon(approve)
+        result = await client.call_tool("time__convert_time", CONVERT)
+    assert not result.is_error and "Europe/Paris" in text(result)

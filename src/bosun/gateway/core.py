@@ -40,16 +40,17 @@ from bosun.catalog.vulns.scan import check_image
 from bosun.config import MountGrant, Settings
 from bosun.gateway import names
 from bosun.gateway.agents import Directory
-from bosun.gateway.downstream import Downstream, InputBridge
+from bosun.gateway.downstream import ELICITATION, Downstream, InputBridge, request_input
 from bosun.gateway.upstream import Upstream, UpstreamError
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
 from bosun.images.lock import Lock
+from bosun.policy import asks
 from bosun.policy import rules as policy_rules
 from bosun.policy.asks import Asks
 from bosun.policy.engine import Decision, Engine
 from bosun.policy.flow import Origin, SessionFlow, Sessions
-from bosun.policy.rules import PolicyError
+from bosun.policy.rules import Policy, PolicyError
 from bosun.runtime.backend import (
     LABEL_GATEWAY,
     LABEL_SESSION,
@@ -535,7 +536,7 @@ class Gateway:
                 note["detail"]["redacted_args"] = sorted(redacted_args)
                 log.warning("redacted secret(s) %s from the arguments", sorted(redacted_args), extra={"server": server})
             if decision.effect == "ask":
-                decision = await self.asks.ask(agent, server, tool, sent, decision, policy.policy)
+                decision = await self._ask(agent, server, tool, sent, decision, policy.policy, downstream)
                 note["decision"], note["detail"]["asked"] = decision.effect, decision.reason
             if decision.effect == "deny":
                 why = f"denied by policy ({', '.join(decision.rules) or 'default'})" + (
@@ -564,6 +565,25 @@ class Gateway:
             if redacted:
                 note["detail"]["redacted"] = redacted  # which stored secrets, by name; never their values
             return result
+
+    async def _ask(
+        self, agent: str, server: str, tool: str, arguments: Any, decision: Decision, policy: Policy,
+        downstream: Downstream | None,
+    ) -> Decision:  # fmt: skip
+        """A person decides: the calling client's user through elicitation when the policy and the client
+        allow it, else whoever answers `bosun approve`/`bosun deny`."""
+        if policy.ask_through == "client" and downstream is not None and downstream.supports(ELICITATION):
+            request = asks.elicitation(agent, server, tool, arguments, decision)
+            answer: types.ElicitResult | types.ErrorData | None = None
+            with anyio.move_on_after(policy.ask_timeout_seconds):
+                answer = await request_input(downstream, request, types.ElicitResult, ELICITATION)
+            if answer is None:
+                why = f"the client's user did not answer within {policy.ask_timeout_seconds:g}s (elicitation)"
+                return Decision("deny", decision.rules, why)
+            if isinstance(answer, types.ElicitResult):
+                return asks.verdict(answer, decision)
+            log.warning("the client could not ask its user (%s); waiting for `bosun approve` instead", answer.message)
+        return await self.asks.ask(agent, server, tool, arguments, decision, policy)
 
     def _decide(
         self, agent: str, public: str, arguments: dict[str, Any] | None, flow: SessionFlow | None, origin: Origin | None

@@ -104,6 +104,32 @@ class Downstream:
     request_id: types.RequestId | None
     bridge: InputBridge | None = None
 
+    def supports(self, needs: types.ClientCapabilities) -> bool:
+        return bool(self.session.check_client_capability(needs))
+
+
+ELICITATION = types.ClientCapabilities(elicitation=types.ElicitationCapability())
+
+
+async def request_input(
+    target: Downstream, request: Any, result_type: type[ResultT], needs: types.ClientCapabilities
+) -> ResultT | types.ErrorData:
+    """Put one request to the client behind ``target``, in its era's way; an error, never an exception."""
+    if not target.supports(needs):
+        message = f"the calling client does not support {request.method}"
+        return types.ErrorData(code=types.INVALID_REQUEST, message=message)
+    # An exception here would end a relaying upstream's whole session, not just this request.
+    try:
+        if target.bridge is not None:
+            return await target.bridge.ask(request, result_type)
+        return await target.session.send_request(
+            request, result_type, metadata=ServerMessageMetadata(related_request_id=target.request_id)
+        )
+    except MCPError as e:
+        return e.error
+    except Exception as e:
+        return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client could not answer: {e}")
+
 
 class Relay:
     """The downstream requests in flight on one upstream, and the callbacks that answer for them.
@@ -145,22 +171,7 @@ class Relay:
         target = self._target()
         if isinstance(target, types.ErrorData):
             return target
-        if not target.session.check_client_capability(needs):
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message=f"the calling client does not support {request.method}"
-            )
-        # Whatever the client answers, the upstream gets a result or an error, never an exception:
-        # an exception here would end the upstream's whole session, not just this request.
-        try:
-            if target.bridge is not None:
-                return await target.bridge.ask(request, result_type)
-            return await target.session.send_request(
-                request, result_type, metadata=ServerMessageMetadata(related_request_id=target.request_id)
-            )
-        except MCPError as e:
-            return e.error
-        except Exception as e:
-            return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client could not answer: {e}")
+        return await request_input(target, request, result_type, needs)
 
     async def sampling(
         self, context: ClientRequestContext, params: types.CreateMessageRequestParams
@@ -171,8 +182,7 @@ class Relay:
     async def elicitation(
         self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        needs = types.ClientCapabilities(elicitation=types.ElicitationCapability())
-        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult, needs)
+        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult, ELICITATION)
 
     async def list_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
         needs = types.ClientCapabilities(roots=types.RootsCapability())

@@ -1,5 +1,8 @@
-"""Calls that policy says to ``ask`` about: each waits for a person's `bosun approve ID` or
-`bosun deny ID`, and counts as denied when nobody answers in time.
+"""Calls that policy says to ``ask`` about: a person decides, and nobody answering in time is a deny.
+
+The person is the calling client's user, asked through MCP elicitation (``elicitation`` builds the
+form, ``verdict`` reads the answer), when the client supports it and the policy allows; otherwise
+the call waits for `bosun approve ID` or `bosun deny ID`.
 
 A pending call is a file under ``BOSUN_HOME/asks`` holding what the person needs to judge it (the
 agent, the tool, the arguments with stored secrets redacted); the answer is written into the same
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp.types as types
 
 from bosun.files import write_atomic
 from bosun.policy.engine import Decision
@@ -29,6 +33,29 @@ POLL_S = 0.2
 
 class AskError(ValueError):
     pass
+
+
+def elicitation(agent: str, server: str, tool: str, arguments: Any, decision: Decision) -> types.ElicitRequest:
+    """The form a client shows its user: who wants to call what, with which arguments, and why it asks."""
+    shown = json.dumps(arguments, ensure_ascii=False, indent=1)
+    shown = shown if len(shown) <= 2000 else shown[:2000] + " ..."
+    why = f" ({decision.reason})" if decision.reason else ""
+    message = (f"Bosun's policy asks a person before this call (rule {', '.join(decision.rules) or 'default'}{why}).\n"
+               f"Agent {agent or 'operator'!r} wants to call {server}__{tool} with:\n{shown}")  # fmt: skip
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"approve": {"type": "boolean", "title": "Allow this call", "default": False}},
+        "required": ["approve"],
+    }
+    return types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def verdict(answer: types.ElicitResult, decision: Decision) -> Decision:
+    """Allow only an accepted form that says approve: anything else a client sends is a deny."""
+    if answer.action == "accept" and (answer.content or {}).get("approve") is True:
+        return Decision("allow", decision.rules, "approved by the client's user (elicitation)")
+    what = {"accept": "did not approve", "decline": "declined", "cancel": "cancelled"}.get(answer.action, "refused")
+    return Decision("deny", decision.rules, f"the client's user {what} the call (elicitation)")
 
 
 class Asks:

@@ -180,6 +180,9 @@ class Policy(_Strict):
     default: Effect = "allow"
     # How long an `ask` waits for a person before it counts as a deny.
     ask_timeout_seconds: float = Field(default=120, gt=0, le=3600)
+    # client: ask the calling client's user through MCP elicitation when it supports it, else the CLI;
+    # cli: always `bosun approve`/`bosun deny` (for agents whose client could answer for itself).
+    ask_through: Literal["client", "cli"] = "client"
     rules: list[Rule] = []
     flow: Flow = Flow()
     screening: Screening = Screening()
