@@ -108,6 +108,23 @@ class VulnSettings(BaseModel):
     block_at: Literal["low", "medium", "high", "critical", "never"] = "high"
 
 
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+
+
+class OidcSettings(BaseModel):
+    """Accept JWTs from an identity provider as agents (``bosun agent oidc``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)  # this gateway's audience: tokens for anything else are refused
+    jwks_file: Path
+    agent_claim: str = "sub"
+    groups_claim: str | None = "groups"
+    # Asymmetric only: with HS256 the public key in the JWKS file would be a shared secret.
+    algorithms: list[JwtAlgorithm] = Field(default=["RS256", "ES256", "EdDSA"], min_length=1)
+
+
 class Settings(YamlFile):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,6 +136,7 @@ class Settings(YamlFile):
     vulnerabilities: VulnSettings = Field(default_factory=VulnSettings)
     # block: a tool whose description looks poisoned is withheld until approved; warn: only logged.
     poisoning: Literal["block", "warn"] = "block"
+    oidc: OidcSettings | None = None
 
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)

@@ -4,11 +4,16 @@ revocation takes effect on a running gateway, and the audit says who called."""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
+import jwt
 from _util import open_session, post, run_bosun
-from conftest import HttpGateway
+from conftest import HttpGateway, start_http_gateway
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bosun.audit.log import AuditLog
+from bosun.home import Home
 
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}  # fmt: skip
@@ -38,3 +43,30 @@ def test_tokens_name_agents_and_sessions_stay_theirs(http_gateway: HttpGateway) 
     assert after.status_code == 401
     assert post(http_gateway, "bsn_not-a-token", CALL).status_code == 401
     assert "revoked" in run_bosun(home, "agent", "ls").stdout
+
+
+def test_oidc_tokens_name_agents_and_other_audiences_are_refused(home: Home, tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())) | {"kid": "k1"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    out = run_bosun(home, "agent", "oidc", "--issuer", "https://login.acme.example/", "--audience", "bosun",
+                    "--jwks", str(tmp_path / "jwks.json")).stdout  # fmt: skip
+    assert "accepting JWTs from https://login.acme.example/ for audience bosun" in out
+    home.policy_file.write_text("rules:\n  - {id: no-interns, effect: deny, groups: [interns], tools: [time__*]}\n")
+
+    def issued(sub: str, groups: list[str], aud: str = "bosun") -> str:
+        claims = {"iss": "https://login.acme.example/", "aud": aud, "sub": sub, "groups": groups,
+                  "exp": int(time.time()) + 300}  # fmt: skip
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    with start_http_gateway(home) as gw:
+        carol = issued("carol@acme.example", ["staff"])
+        sid = open_session(gw, carol)
+        assert "Europe" not in post(gw, carol, CALL, **{"mcp-session-id": sid}).text  # answered, in UTC
+        intern = issued("ivan@acme.example", ["interns"])
+        refused = post(gw, intern, CALL, **{"mcp-session-id": open_session(gw, intern)})
+        assert "denied by policy (no-interns)" in refused.text  # groups come from the token
+        assert post(gw, issued("carol@acme.example", ["staff"], aud="payroll"), CALL).status_code == 401
+        assert post(gw, issued("operator", []), CALL).status_code == 401
+    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    assert [(r.agent, r.decision) for r in calls] == [("carol@acme.example", "allow"), ("ivan@acme.example", "deny")]

@@ -1151,6 +1151,45 @@ def agent_revoke(name: str) -> None:
     console.print(f"revoked {name}")
 
 
+@agent_app.command("oidc")
+def agent_oidc(
+    issuer: Annotated[str | None, typer.Option(help="The identity provider's issuer (the iss claim).")] = None,
+    audience: Annotated[str | None, typer.Option(help="This gateway's audience; tokens for others fail.")] = None,
+    jwks: Annotated[Path | None, typer.Option(help="JWKS file with the provider's public keys.")] = None,
+    agent_claim: Annotated[str, typer.Option(help="The claim that names the agent.")] = "sub",
+    groups_claim: Annotated[str, typer.Option(help="The claim listing its groups ('' for none).")] = "groups",
+    off: Annotated[bool, typer.Option("--off", help="Stop accepting JWTs.")] = False,
+) -> None:
+    """Accept JWTs your identity provider signs as agent tokens, next to `bosun agent add` tokens.
+
+    A JWT must verify against a key in the JWKS file (re-read when it changes), name this issuer
+    and audience, and not be expired; its agent_claim names the agent, which policy matches like any
+    other, with groups from groups_claim. Without options, shows the current setting. A running
+    gateway takes the change at its next start."""
+    from bosun.config import OidcSettings
+    from bosun.gateway.oidc import OidcError, OidcVerifier
+
+    home = _home()
+    settings = _settings(home)
+    if off:
+        settings.oidc = None
+    elif issuer is None and audience is None and jwks is None:
+        console.print(settings.oidc.model_dump_json(indent=2) if settings.oidc else "OIDC tokens are not accepted")
+        return
+    else:
+        if not (issuer and audience and jwks):
+            fail("give --issuer, --audience and --jwks together")
+        oidc = OidcSettings(issuer=issuer, audience=audience, jwks_file=jwks.resolve(), agent_claim=agent_claim,
+                            groups_claim=groups_claim or None)  # fmt: skip
+        try:
+            OidcVerifier(oidc).keys()
+        except OidcError as e:
+            fail(str(e))
+        settings.oidc = oidc
+    settings.save(home.config_file)
+    console.print("OIDC tokens are not accepted" if off else f"accepting JWTs from {issuer} for audience {audience}")
+
+
 # -- policy and approvals ----------------------------------------------------------------------
 
 
@@ -1193,7 +1232,7 @@ def policy_check(
         arguments = json.loads(args)
     except ValueError as e:
         fail(f"--json: not JSON: {e}")
-    groups = group if group is not None else Directory(home.agents_file, None).groups(agent)
+    groups = group if group is not None else Directory(home.agents_file).groups(agent)
     decision = engine.decide(agent, groups, server, name, arguments, explain=True, record=False)
     if as_json:
         print(json.dumps(decision.as_dict(), indent=2))
@@ -1219,7 +1258,7 @@ def policy_test(
     rows, failed = [], 0
     for i, case in enumerate(doc.get("cases") or []):
         server, name = _split_tool(str(case.get("tool", "")))
-        groups = case.get("groups", Directory(home.agents_file, None).groups(str(case.get("agent", ""))))
+        groups = case.get("groups", Directory(home.agents_file).groups(str(case.get("agent", ""))))
         d = engine.decide(str(case.get("agent", "")), groups, server, name, case.get("args") or {}, record=False)
         ok = d.effect == case.get("expect")
         failed += not ok

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bosun.files import YamlFile
+from bosun.gateway.oidc import OidcError, OidcVerifier, looks_like_jwt
+
+log = logging.getLogger("bosun.gateway")
 
 OPERATOR = "operator"
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -71,13 +75,15 @@ class Agents(YamlFile):
 
 
 class Directory:
-    """The agents file as a running gateway sees it: re-read only when it changed on disk."""
+    """Who a bearer token names: an agent of the agents file (re-read only when it changed on disk), or,
+    when OIDC is configured, the subject of a JWT the identity provider signed."""
 
-    def __init__(self, path: Path, operator_token: str | None) -> None:
+    def __init__(self, path: Path, oidc: OidcVerifier | None = None) -> None:
         self.path = path
-        self._operator = token_hash(operator_token) if operator_token else None
+        self.oidc = oidc
         self._stamp: float | None = None
         self._agents = Agents()
+        self._claimed: dict[str, tuple[str, ...]] = {}  # an OIDC agent's groups, as its last token said
 
     def _current(self) -> Agents:
         stamp = self.path.stat().st_mtime_ns if self.path.exists() else None
@@ -87,11 +93,21 @@ class Directory:
 
     def authenticate(self, token: str) -> str | None:
         """The agent a bearer token names, or None."""
-        if self._operator and hmac.compare_digest(token_hash(token), self._operator):
-            return OPERATOR
+        if self.oidc is not None and looks_like_jwt(token):
+            try:
+                identity = self.oidc.verify(token)
+            except OidcError as e:
+                log.warning("bearer JWT refused: %s", e)
+                return None
+            if identity.agent == OPERATOR or self._current().get(identity.agent) is not None:
+                # Two sources for one name would let the identity provider speak for a local agent.
+                log.warning("bearer JWT refused: its subject %r is a local agent's name", identity.agent)
+                return None
+            self._claimed[identity.agent] = identity.groups
+            return identity.agent
         agent = self._current().by_token(token)
         return agent.name if agent else None
 
     def groups(self, name: str) -> list[str]:
         agent = self._current().get(name)
-        return list(agent.groups) if agent else []
+        return list(agent.groups) if agent else list(self._claimed.get(name, ()))

@@ -41,6 +41,7 @@ from bosun.config import MountGrant, Settings
 from bosun.gateway import names
 from bosun.gateway.agents import Directory
 from bosun.gateway.downstream import ELICITATION, Downstream, InputBridge, request_input
+from bosun.gateway.oidc import OidcVerifier
 from bosun.gateway.upstream import Upstream, UpstreamError
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
@@ -130,7 +131,7 @@ class Gateway:
         self._withheld: dict[str, str] = {}  # public tool name -> why
         self._images: dict[str, str] = {}  # server -> the image id its containers were last started from
         self._agents: dict[str, str] = {}  # client key -> the agent it authenticated as
-        self.directory = Directory(home.agents_file, None)
+        self.directory = Directory(home.agents_file, OidcVerifier(self.settings.oidc) if self.settings.oidc else None)
         self.asks = Asks(home.asks_dir)
         # An invalid policy stops the gateway from starting: running without the intended rules would fail open.
         self.policy = Engine(policy_rules.load(home.policy_file))
