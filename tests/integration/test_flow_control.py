@@ -116,10 +116,18 @@ async def test_a_trip_can_ask_a_person_instead(office: Home) -> None:
 
 
 async def test_credentials_are_redacted_in_arguments_and_results(office: Home) -> None:
+    office.policy_file.write_text(
+        scenarios.POLICY + "audit: {keep: [{tools: [send_email], arguments: true, results: true}]}\n"
+    )
     key = "AKIA" + "Q" * 16
     async with Gateway(office, DockerBackend()) as gw:
         sent = await gw.call_tool("s", "office__send_email", {"to": "alice@acme.example", "subject": key, "body": "x"})
+        await gw.call_tool("s", "office__read_email", {"id": "lunch"})
     assert sent.content[0].text == "sent '[REDACTED:aws-access-key-id]' to alice@acme.example"  # type: ignore[union-attr]
-    record = AuditLog(office.audit_db).records()[-1]
-    assert record.detail["redacted_args"] == ["aws-access-key-id"]
+    kept, shapes_only = AuditLog(office.audit_db).records()[-2:]
+    assert kept.detail["redacted_args"] == ["aws-access-key-id"]
+    # The policy keeps this tool's values, and they are kept redacted; other tools keep shapes only.
+    assert '"subject": "[REDACTED:aws-access-key-id]"' in kept.detail["arguments"]
+    assert kept.detail["result"]["text"].startswith("sent '[REDACTED:aws-access-key-id]' to alice@acme.example")
+    assert "arguments" not in shapes_only.detail and "text" not in shapes_only.detail["result"]
     assert key not in office.audit_db.read_bytes().decode(errors="replace")

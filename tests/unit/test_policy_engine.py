@@ -127,3 +127,11 @@ def test_errors_name_the_rule(text: str, message: str) -> None:
     with pytest.raises(PolicyError) as e:
         parse(text, "policy.yaml")
     assert message in str(e.value) and str(e.value).startswith("policy.yaml")
+
+
+def test_the_audit_keeps_values_only_for_the_tools_the_policy_names() -> None:
+    keep = "audit: {keep: [{tools: [bank__pay], arguments: true}, {tools: [pay], results: true}]}"
+    engine = Engine(parse(keep, "p.yaml"))
+    assert engine.kept("bank", "pay") == (True, True)
+    assert engine.kept("shop", "pay") == (False, True)
+    assert engine.kept("bank", "balance") == (False, False)

@@ -6,7 +6,8 @@ by someone who bypasses the triggers is found and named. A record is committed b
 it describes is answered: a crash (even ``kill -9``) loses nothing that was acknowledged, because a
 committed WAL transaction survives the death of the process that wrote it.
 
-Arguments and results are never stored; ``detail`` holds their shape (names, sizes) only.
+Arguments and results are not stored: ``detail`` holds their shape (names, types, sizes), unless the
+policy's ``audit.keep`` names the tool, and then only their redacted text, capped.
 """
 
 from __future__ import annotations

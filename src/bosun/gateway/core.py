@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -50,7 +51,7 @@ from bosun.policy import asks
 from bosun.policy import rules as policy_rules
 from bosun.policy.asks import Asks
 from bosun.policy.engine import Decision, Engine
-from bosun.policy.flow import Origin, SessionFlow, Sessions
+from bosun.policy.flow import Origin, SessionFlow, Sessions, result_text
 from bosun.policy.rules import Policy, PolicyError
 from bosun.runtime.backend import (
     LABEL_GATEWAY,
@@ -70,6 +71,7 @@ from bosun.telemetry.metrics import Metrics
 log = logging.getLogger("bosun.gateway")
 
 SHARED = "shared"
+KEPT_CHARS = 4096  # of arguments or a result the policy asks the audit to keep
 R = TypeVar("R")
 
 
@@ -533,6 +535,9 @@ class Gateway:
             note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
             # Decided on what the agent sent; forwarded (and shown to a person) with every secret in it redacted.
             sent, redacted_args = self.redactor.value(arguments or {})
+            keep_arguments, keep_results = policy.kept(server, tool)
+            if keep_arguments:
+                note["detail"]["arguments"] = json.dumps(sent, ensure_ascii=False)[:KEPT_CHARS]
             if redacted_args:
                 note["detail"]["redacted_args"] = sorted(redacted_args)
                 log.warning("redacted secret(s) %s from the arguments", sorted(redacted_args), extra={"server": server})
@@ -563,6 +568,8 @@ class Gateway:
                                                "findings": [f.as_dict() for f in findings[:10]]}  # fmt: skip
             note["outcome"] = "error" if result.is_error else "ok"
             note["detail"]["result"] = {"items": len(result.content), "is_error": bool(result.is_error)}
+            if keep_results:
+                note["detail"]["result"]["text"] = result_text(result)[:KEPT_CHARS]  # redacted above
             if redacted:
                 note["detail"]["redacted"] = redacted  # which stored secrets, by name; never their values
             return result

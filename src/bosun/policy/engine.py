@@ -116,6 +116,7 @@ class Engine:
     screener: Screener = field(init=False)
 
     def __post_init__(self) -> None:
+        self._keep = [(_patterns(k.tools), k.arguments, k.results) for k in self.policy.audit.keep]
         self.flow = FlowRules(self.policy.flow)
         self.screener = Screener(self.policy.screening)  # loads the classifier: PolicyError if it cannot
         self._rules = [
@@ -192,6 +193,14 @@ class Engine:
             for window in windows:
                 window.append(now)
         return None
+
+    def kept(self, server: str, tool: str) -> tuple[bool, bool]:
+        """Whether the audit keeps this tool's (redacted) arguments, and its results."""
+        arguments = results = False
+        for pattern, args, res in self._keep:
+            if pattern is not None and (pattern.match(tool) or pattern.match(f"{server}__{tool}")):
+                arguments, results = arguments or args, results or res
+        return arguments, results
 
     def never_allowed(self, agent: str, groups: Iterable[str], server: str, tool: str) -> bool:
         """A rule denies this tool to this agent whatever the arguments: leave it out of listings."""

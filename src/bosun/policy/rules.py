@@ -28,6 +28,9 @@ screening:
   patterns:               # added to the built-in prompt-injection rules
     - {id: wire-transfer, regex: "(?i)wire the funds"}
   classifier: mypkg.screen:classify   # optional: a function(text) -> [(rule, span), ...]
+audit:                    # the audit keeps shapes only, except for these tools (values redacted, capped)
+  keep:
+    - {tools: [bank__pay], arguments: true, results: true}
 ```
 
 Errors name the rule (its id, or its position) and the field.
@@ -176,6 +179,16 @@ class Screening(_Strict):
     classifier: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+class AuditKeep(_Strict):
+    tools: list[str] = Field(min_length=1)
+    arguments: bool = False
+    results: bool = False
+
+
+class AuditSettings(_Strict):
+    keep: list[AuditKeep] = []
+
+
 class Policy(_Strict):
     default: Effect = "allow"
     # How long an `ask` waits for a person before it counts as a deny.
@@ -186,6 +199,7 @@ class Policy(_Strict):
     rules: list[Rule] = []
     flow: Flow = Flow()
     screening: Screening = Screening()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Policy:
