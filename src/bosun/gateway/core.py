@@ -522,7 +522,8 @@ class Gateway:
         progress: ProgressFn | None = None,
         downstream: Downstream | None = None,
     ) -> types.CallToolResult:
-        """Route one call and audit it: decision, outcome and duration, never the values."""
+        """Decide, forward and screen one call, and audit it: decision, outcome and duration, and values only
+        where the policy keeps them (redacted)."""
         server, _, tool = public.partition(names.SEPARATOR)
         with self.audited("tools/call", client, server=server, tool=tool) as note:
             note["detail"] = {"args": shape(arguments or {})}
@@ -531,7 +532,7 @@ class Gateway:
             flow = self.flows.get(client) if policy.flow.enabled else None
             if flow is not None:
                 note["origin"] = flow.next_call(public, policy.flow.labels(public, self._labels(server)))
-            decision = self._decide(agent, public, arguments, flow, note.get("origin"))
+            decision = self._decide(policy, agent, public, arguments, flow, note.get("origin"))
             note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
             # Decided on what the agent sent; forwarded (and shown to a person) with every secret in it redacted.
             sent, redacted_args = self.redactor.value(arguments or {})
@@ -594,19 +595,20 @@ class Gateway:
         return await self.asks.ask(agent, server, tool, arguments, decision, policy)
 
     def _decide(
-        self, agent: str, public: str, arguments: dict[str, Any] | None, flow: SessionFlow | None, origin: Origin | None
-    ) -> Decision:
+        self, policy: Engine, agent: str, public: str, arguments: dict[str, Any] | None,
+        flow: SessionFlow | None, origin: Origin | None,
+    ) -> Decision:  # fmt: skip
         """The policy's rules, then (unless they deny) flow control on what the session has seen."""
         server, _, tool = public.partition(names.SEPARATOR)
         groups = self.directory.groups(agent)
-        decision = self.policy.decide(agent, groups, server, tool, arguments)
+        decision = policy.decide(agent, groups, server, tool, arguments)
         if flow is None or origin is None or decision.effect == "deny":
             return decision
-        trip = self.policy.flow.check(flow, agent, groups, public, origin.labels, arguments)
+        trip = policy.flow.check(flow, agent, groups, public, origin.labels, arguments)
         if trip is None:
             return decision
         log.warning("flow control: %s: %s", trip.rule, trip.reason, extra={"server": server})
-        return Decision(self.policy.flow.flow.on_violation, (*decision.rules, trip.rule), trip.reason)
+        return Decision(policy.flow.flow.on_violation, (*decision.rules, trip.rule), trip.reason)
 
     async def _call_tool(
         self,
