@@ -27,13 +27,13 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fixtures.office.scenarios import POLICY, SCENARIOS, Outcome, install, run  # noqa: E402
+from fixtures.office.scenarios import POLICY, SCENARIOS, Outcome, install, run
 
-from bosun.gateway.core import Gateway  # noqa: E402
-from bosun.home import Home  # noqa: E402
-from bosun.policy.flow import FlowRules  # noqa: E402
-from bosun.runtime import engine  # noqa: E402
-from bosun.runtime.docker import DockerBackend  # noqa: E402
+from bosun.gateway.core import Gateway
+from bosun.home import Home
+from bosun.policy.flow import FlowRules
+from bosun.runtime import engine
+from bosun.runtime.docker import DockerBackend
 
 MODES = ("off", "strict", "values")
 
@@ -83,7 +83,8 @@ def main() -> None:
                          if outcome.refused_at is not None and f"flow:{r}" in outcome.texts[-1]), "")  # fmt: skip
             state = f"stopped@{outcome.refused_at + 1} {rule}" if outcome.refused_at is not None else "ran to end"
             cells.append(("  " if outcome.correct else "x ") + state)
-        print(f"{scenario.name:36} {'injected' if scenario.attack else 'legit':8} " + " ".join(f"{c:>30}" for c in cells))
+        kind = "injected" if scenario.attack else "legit"
+        print(f"{scenario.name:36} {kind:8} " + " ".join(f"{c:>30}" for c in cells))
 
     legit = sum(not s.attack for s in SCENARIOS)
     attacks = len(SCENARIOS) - legit
