@@ -131,3 +131,24 @@ async def test_credentials_are_redacted_in_arguments_and_results(office: Home) -
     assert kept.detail["result"]["text"].startswith("sent '[REDACTED:aws-access-key-id]' to alice@acme.example")
     assert "arguments" not in shapes_only.detail and "text" not in shapes_only.detail["result"]
     assert key not in office.audit_db.read_bytes().decode(errors="replace")
+
+
+async def test_resources_and_prompts_are_redacted_and_a_resource_is_screened_and_remembered(office: Home) -> None:
+    async with Gateway(office, DockerBackend()) as gw:
+        note = await gw.read_resource("r", "office://notes/shared")
+        refused = await gw.call_tool(
+            "r", "office__send_email", {"to": "notes@evil.example", "subject": "n", "body": "x"}
+        )
+        prompt = await gw.get_prompt("r", "office__triage", None)
+    text = note.contents[0].text  # type: ignore[union-attr]
+    assert "AKIA" not in text and "Deploy key for staging: [REDACTED:aws-access-key-id]." in text
+    assert text.startswith("[bosun] The result of office://notes/shared looks like it contains instructions")
+    assert "<untrusted-data " in text
+    # What the resource said is remembered like a tool's result: its address is no destination.
+    assert refused.is_error and "call 1 office resource office://notes/shared, audit #" in refused.content[0].text  # type: ignore[union-attr]
+    said = prompt.messages[0].content.text  # type: ignore[union-attr]
+    assert "ghp_" not in said and "Use the token [REDACTED:github-token] for the tracker." in said
+    read, _, got = AuditLog(office.audit_db).records()[-3:]
+    assert read.kind == "resources/read" and read.detail["redacted"] == ["aws-access-key-id"]
+    assert read.detail["screening"]["action"] == "annotate"
+    assert got.kind == "prompts/get" and got.detail["redacted"] == ["github-token"]

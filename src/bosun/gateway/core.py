@@ -51,8 +51,10 @@ from bosun.policy import asks
 from bosun.policy import rules as policy_rules
 from bosun.policy.asks import Asks
 from bosun.policy.engine import Decision, Engine
-from bosun.policy.flow import Origin, SessionFlow, Sessions, result_text
+from bosun.policy.flow import Origin, SessionFlow, Sessions
 from bosun.policy.rules import Policy, PolicyError
+from bosun.policy.screen import Finding
+from bosun.policy.texts import text_of
 from bosun.runtime.backend import (
     LABEL_GATEWAY,
     LABEL_SESSION,
@@ -73,6 +75,21 @@ log = logging.getLogger("bosun.gateway")
 SHARED = "shared"
 KEPT_CHARS = 4096  # of arguments or a result the policy asks the audit to keep
 R = TypeVar("R")
+
+
+def _note_redacted(note: dict[str, Any], key: str, names_found: set[str], server: str) -> None:
+    """Record which secrets were redacted, by name or format; never their values."""
+    if names_found:
+        note.setdefault("detail", {})[key] = sorted(names_found)
+        where = "the arguments" if key == "redacted_args" else "a result"
+        log.warning("redacted secret(s) %s from %s", sorted(names_found), where, extra={"server": server})
+
+
+def _note_screening(note: dict[str, Any], policy: Engine, findings: list[Finding]) -> None:
+    if findings:
+        note.setdefault("detail", {})["screening"] = {
+            "action": policy.screener.screening.injection, "findings": [f.as_dict() for f in findings[:10]]
+        }  # fmt: skip
 
 
 def _gateway_id() -> str:
@@ -539,9 +556,7 @@ class Gateway:
             keep_arguments, keep_results = policy.kept(server, tool)
             if keep_arguments:
                 note["detail"]["arguments"] = json.dumps(sent, ensure_ascii=False)[:KEPT_CHARS]
-            if redacted_args:
-                note["detail"]["redacted_args"] = sorted(redacted_args)
-                log.warning("redacted secret(s) %s from the arguments", sorted(redacted_args), extra={"server": server})
+            _note_redacted(note, "redacted_args", redacted_args, server)
             if decision.effect == "ask":
                 decision = await self._ask(agent, server, tool, sent, decision, policy.policy, downstream)
                 note["decision"], note["detail"]["asked"] = decision.effect, decision.reason
@@ -564,15 +579,12 @@ class Gateway:
             if flow is not None:
                 policy.flow.after(flow, note["origin"], public, arguments, result)
             result, findings = policy.screener.screen(public, result)
-            if findings:
-                note["detail"]["screening"] = {"action": policy.screener.screening.injection,
-                                               "findings": [f.as_dict() for f in findings[:10]]}  # fmt: skip
+            _note_screening(note, policy, findings)
             note["outcome"] = "error" if result.is_error else "ok"
             note["detail"]["result"] = {"items": len(result.content), "is_error": bool(result.is_error)}
             if keep_results:
-                note["detail"]["result"]["text"] = result_text(result)[:KEPT_CHARS]  # redacted above
-            if redacted:
-                note["detail"]["redacted"] = redacted  # which stored secrets, by name; never their values
+                note["detail"]["result"]["text"] = text_of(result)[:KEPT_CHARS]  # redacted above
+            _note_redacted(note, "redacted", redacted, server)
             return result
 
     async def _ask(
@@ -617,7 +629,7 @@ class Gateway:
         arguments: dict[str, Any] | None,
         progress: ProgressFn | None,
         downstream: Downstream | None,
-    ) -> tuple[types.CallToolResult, list[str]]:
+    ) -> tuple[types.CallToolResult, set[str]]:
         route = await self._tool_route(client, public)
         upstream = self.upstream(route.server, client)
         session = await upstream.session()
@@ -626,9 +638,7 @@ class Gateway:
         if not isinstance(result, types.CallToolResult):
             raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
         result, hits = self.redactor.model(result)
-        if hits:
-            log.warning("redacted secret(s) %s from a result", sorted(hits), extra={"server": route.server})
-        return result, sorted(hits)
+        return result, hits
 
     def _labels(self, server: str) -> list[str]:
         try:
@@ -699,9 +709,14 @@ class Gateway:
         return await self._each(client, prompts_of)
 
     async def get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        """A server's prompt, redacted. Not screened: a prompt is instructions for the model by design."""
         server, _, name = public.partition(names.SEPARATOR)
-        with self.audited("prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}):
-            return await self._get_prompt(client, public, arguments)
+        with self.audited(
+            "prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}
+        ) as note:
+            result, redacted = self.redactor.model(await self._get_prompt(client, public, arguments))
+            _note_redacted(note, "redacted", redacted, server)
+            return result
 
     async def _get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
         route = self._prompt_routes.get(public)
@@ -751,8 +766,21 @@ class Gateway:
         return None
 
     async def read_resource(self, client: str, uri: str) -> types.ReadResourceResult:
+        """A resource, redacted, remembered by flow control like a tool's result, and screened."""
         with self.audited("resources/read", client, server=self._resource_server(uri) or "") as note:
-            result, note["server"] = await self._read_resource(client, uri)
+            result, server = await self._read_resource(client, uri)
+            note["server"] = server
+            result, redacted = self.redactor.model(result)
+            _note_redacted(note, "redacted", redacted, server)
+            policy = self.policy
+            if policy.flow.enabled:
+                # Named server__uri, so policy labels can be given to a server's resources or to one of them.
+                labels = policy.flow.labels(f"{server}{names.SEPARATOR}{uri}", self._labels(server))
+                flow = self.flows.get(client)
+                note["origin"] = origin = flow.next_call(f"{server} resource {uri}", labels)
+                flow.remember(origin, text_of(result))
+            result, findings = policy.screener.screen_resource(uri, result)
+            _note_screening(note, policy, findings)
             return result
 
     async def _read_resource(self, client: str, uri: str) -> tuple[types.ReadResourceResult, str]:

@@ -25,7 +25,6 @@ gateway does not have; what it has is the text going in and out, which is what t
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -36,6 +35,7 @@ from urllib.parse import unquote_plus, urlsplit
 import mcp.types as types
 
 from bosun.policy.rules import Flow
+from bosun.policy.texts import text_of
 
 PRIVATE, UNTRUSTED, SEND, DESTRUCTIVE = "private_data", "untrusted_content", "external_send", "destructive"
 LABELS = frozenset({PRIVATE, UNTRUSTED, SEND, DESTRUCTIVE})
@@ -215,21 +215,6 @@ def _patterns(items: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(p.casefold()) for p in items) or r"(?!)")
 
 
-def result_text(result: types.CallToolResult) -> str:
-    """Everything a result says, as one text: its text blocks, embedded text resources and structured content."""
-    parts = []
-    for block in result.content:
-        if isinstance(block, types.TextContent):
-            parts.append(block.text)
-        elif isinstance(block, types.EmbeddedResource) and isinstance(block.resource, types.TextResourceContents):
-            parts.append(block.resource.text)
-        elif isinstance(block, types.ResourceLink):
-            parts.append(str(block.uri))
-    if result.structured_content is not None:
-        parts.append(json.dumps(result.structured_content))
-    return "\n".join(parts)
-
-
 class FlowRules:
     """The policy's ``flow`` section, compiled once per policy load."""
 
@@ -345,4 +330,4 @@ class FlowRules:
             for _, value in self._destinations_of(public, args or {}):
                 if not flow.sources(value)[0]:
                     flow.used.add(value)
-        flow.remember(origin, result_text(result))
+        flow.remember(origin, text_of(result))
