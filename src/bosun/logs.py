@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_EXTRA_FIELDS = ("server", "container", "session", "line")
+_EXTRA_FIELDS = ("server", "container", "session", "line", "audit_head")
 
 
 class JsonFormatter(logging.Formatter):

@@ -4,6 +4,7 @@ and an altered record named by `bosun audit verify`."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -25,12 +26,15 @@ from bosun.runtime.docker import DockerBackend
 pytestmark = pytest.mark.anyio
 
 
-async def test_requests_are_audited_without_values_and_verify(home: Home) -> None:
+async def test_requests_are_audited_without_values_and_verify(home: Home, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bosun.gateway")
     async with Gateway(home, DockerBackend()) as gw:
         await gw.list_tools("c1")
         await gw.call_tool("c1", "time__get_current_time", {"timezone": "Pacific/Auckland"})
         with pytest.raises(MCPError):
             await gw.call_tool("c1", "time__no_such_tool", {})
+    anchor = run_bosun(home, "audit", "anchor").stdout.strip()
+    assert any(r.getMessage() == f"audit head {anchor}" for r in caplog.records)  # logged on the way out
     out = run_bosun(home, "audit", "tail", "--json", "-n", "50").stdout
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["kind"] for r in rows] == ["tools/list", "tools/call", "tools/call"]
@@ -47,11 +51,19 @@ async def test_requests_are_audited_without_values_and_verify(home: Home) -> Non
     exported = run_bosun(home, "audit", "export", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(line)["hash"] for line in exported] == [r["hash"] for r in rows]
 
+    assert "chain intact" in run_bosun(home, "audit", "verify", "--anchor", anchor).stdout
     db = sqlite3.connect(home.audit_db)
-    db.executescript("DROP TRIGGER records_no_update; UPDATE records SET outcome = 'ok' WHERE seq = 3;")
+    db.executescript("DROP TRIGGER records_no_update; UPDATE records SET tool = 'harmless' WHERE seq = 2;")
     db.close()
     bad = run_bosun(home, "audit", "verify", check=False)
-    assert bad.returncode == 1 and "record 3: its content does not match its hash" in bad.stderr
+    assert bad.returncode == 1 and "record 2: its content does not match its hash" in bad.stderr
+
+    # Cutting the newest record off leaves a shorter chain that verifies by itself; the anchor catches it.
+    db = sqlite3.connect(home.audit_db)
+    db.executescript("DROP TRIGGER records_no_delete; DELETE FROM records WHERE seq = 3;")
+    db.close()
+    cut = run_bosun(home, "audit", "verify", "--anchor", anchor, check=False)
+    assert cut.returncode == 1 and "record 3: anchored, but gone: the audit was truncated or replaced" in cut.stderr
 
 
 def _session(gw: HttpGateway) -> tuple[httpx.Client, dict[str, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bosun.audit.log import AuditLog, Record
+from bosun.audit.log import Anchor, AuditLog, Record
 
 
 def filled(tmp_path: Path, n: int = 6) -> AuditLog:
@@ -57,6 +57,23 @@ def test_deleted_record_is_named(tmp_path: Path) -> None:
     assert [str(p) for p in problems] == ["record 5: record(s) 4 before it are missing (deleted)"]
 
 
+def test_an_anchor_catches_truncation_and_rewriting(tmp_path: Path) -> None:
+    log = filled(tmp_path)
+    anchor = log.head()
+    assert anchor is not None and anchor.seq == 6 and Anchor.parse(str(anchor)) == anchor
+    log.close()
+    tamper(tmp_path / "audit.db", "DELETE FROM records WHERE seq >= 5")
+    truncated = AuditLog(tmp_path / "audit.db")
+    assert truncated.verify() == (4, [])  # the chain alone cannot tell
+    assert [str(p) for p in truncated.verify([anchor])[1]] == [
+        "record 6: anchored, but gone: the audit was truncated or replaced"
+    ]
+    rewritten = Anchor(4, "0" * 64)
+    assert "its hash differs from its anchor" in str(truncated.verify([rewritten])[1][0])
+    with pytest.raises(ValueError, match="is not an anchor"):
+        Anchor.parse("6:nothex")
+
+
 def test_reordered_pair_is_named(tmp_path: Path) -> None:
     filled(tmp_path).close()
     cols = "ts, kind, agent, session, server, tool, decision, reason, outcome, duration_ms, image, detail, prev, hash"
@@ -85,7 +102,7 @@ def test_two_writers_share_one_chain(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from bosun.audit.log import AuditLog, Record
+from bosun.audit.log import Anchor, AuditLog, Record
 log = AuditLog(Path(sys.argv[1]))
 i = 0
 while True:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,22 @@ class Record:
 def chain_hash(prev: str, record: Record) -> str:
     canonical = json.dumps(record.payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        seq, _, digest = text.partition(":")
+        if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{text!r} is not an anchor (SEQ:HASH, as `bosun audit anchor` prints)")
+        return cls(int(seq), digest)
 
 
 @dataclass(frozen=True)
@@ -136,9 +152,23 @@ class AuditLog:
             else:
                 time.sleep(poll_s)
 
-    def verify(self) -> tuple[int, list[Problem]]:
-        """Walk the whole chain; returns how many records were checked and every problem found."""
+    def head(self) -> Anchor | None:
+        """The newest record's place and hash: publish it elsewhere to catch a later truncation."""
+        row = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return Anchor(row["seq"], row["hash"]) if row else None
+
+    def verify(self, anchors: Iterable[Anchor] = ()) -> tuple[int, list[Problem]]:
+        """Walk the whole chain; returns how many records were checked and every problem found.
+
+        The chain alone cannot show that its newest records were removed; an anchor (a head
+        published earlier) can: the record it names must still be there, with the same hash."""
         problems: list[Problem] = []
+        for anchor in anchors:
+            row = self._db.execute("SELECT hash FROM records WHERE seq = ?", (anchor.seq,)).fetchone()
+            if row is None:
+                problems.append(Problem(anchor.seq, "anchored, but gone: the audit was truncated or replaced"))
+            elif row["hash"] != anchor.hash:
+                problems.append(Problem(anchor.seq, "its hash differs from its anchor: the audit was rewritten"))
         expected_seq, prev = 1, GENESIS
         count = 0
         for row in self._db.execute("SELECT * FROM records ORDER BY seq"):

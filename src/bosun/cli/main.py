@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from bosun import logs
-from bosun.audit.log import AuditLog, Record
+from bosun.audit.log import Anchor, AuditLog, Record
 from bosun.catalog import sources
 from bosun.catalog.formats.common import ImportResult
 from bosun.catalog.formats.read import read_path
@@ -1074,15 +1074,36 @@ def audit_tail(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the whole hash chain; name every record that was edited, deleted or moved. Exits 1 if any."""
+def audit_verify(
+    anchor: Annotated[
+        list[str] | None, typer.Option("--anchor", help="SEQ:HASH from an earlier `bosun audit anchor`; repeat.")
+    ] = None,
+) -> None:
+    """Recompute the whole hash chain; name every record that was edited, deleted or moved. Exits 1 if any.
+
+    Removing the newest records leaves a chain that still verifies; an anchor published earlier
+    (`bosun audit anchor`, or the `audit head` lines a gateway logs every minute) shows it."""
     home = _home()
-    count, problems = AuditLog(home.audit_db).verify()
+    try:
+        anchors = [Anchor.parse(a) for a in anchor or []]
+    except ValueError as e:
+        fail(str(e))
+    count, problems = AuditLog(home.audit_db).verify(anchors)
     for p in problems:
         err_console.print(str(p), highlight=False, markup=False)
     if problems:
         fail(f"the audit at {home.audit_db} was altered: {len(problems)} problem(s) in {count} records")
     console.print(f"{count} records, chain intact")
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Print the newest record as SEQ:HASH. Keep it somewhere this machine cannot rewrite (a ticket, a
+    SIEM, another host); `bosun audit verify --anchor SEQ:HASH` then catches truncation."""
+    head = AuditLog(_home().audit_db).head()
+    if head is None:
+        fail("the audit is empty: nothing to anchor yet")
+    print(head)
 
 
 @audit_app.command("export")

@@ -30,7 +30,7 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
-from bosun.audit.log import AuditLog, Record, shape
+from bosun.audit.log import Anchor, AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
 from bosun.catalog.models import Entry
@@ -73,6 +73,7 @@ from bosun.telemetry.metrics import Metrics
 log = logging.getLogger("bosun.gateway")
 
 SHARED = "shared"
+AUDIT_HEAD_EVERY_S = 60
 KEPT_CHARS = 4096  # of arguments or a result the policy asks the audit to keep
 R = TypeVar("R")
 
@@ -157,6 +158,7 @@ class Gateway:
         self.flows = Sessions()  # outlives policy reloads: what a session has seen stays seen
         self._policy_mtime = self._mtime(home.policy_file)
         self.audit = AuditLog(home.audit_db)
+        self._published_head: Anchor | None = None
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
         self.redactor = self._load_redactor()
@@ -172,6 +174,7 @@ class Gateway:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._watch_config)
+        self._tg.start_soon(self._publish_audit_head)
         return self
 
     async def __aexit__(
@@ -185,7 +188,20 @@ class Gateway:
                 await self.backend.stop(c.id, timeout_s=0)
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(et, e, tb)
+        self._log_audit_head()
         self.audit.close()
+
+    def _log_audit_head(self) -> None:
+        head = self.audit.head()
+        if head is not None and head != self._published_head:
+            self._published_head = head
+            # A log shipped off this machine is an anchor: `bosun audit verify --anchor` catches truncation.
+            log.info("audit head %s", head, extra={"audit_head": str(head)})
+
+    async def _publish_audit_head(self) -> None:
+        while True:
+            await anyio.sleep(AUDIT_HEAD_EVERY_S)
+            self._log_audit_head()
 
     async def stop_all(self) -> None:
         async with anyio.create_task_group() as tg:
