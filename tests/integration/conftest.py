@@ -87,7 +87,7 @@ class HttpGateway:
     home: Home
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -96,7 +96,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def start_http_gateway(home: Home, **env: str) -> Iterator[HttpGateway]:
     """``bosun gateway run --transport http`` as its own process, healthy, stopped with SIGTERM after."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port)),
         env={**env_for(home), **env},

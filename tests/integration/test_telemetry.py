@@ -4,19 +4,23 @@ malformed requests in the audit."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from _util import open_session, post, run_bosun
-from conftest import start_http_gateway
+from _util import bosun_cmd, env_for, open_session, post, run_bosun
+from conftest import free_port, start_http_gateway
+from mcp import Client, StdioServerParameters
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from bosun.audit.log import AuditLog
 from bosun.home import Home
+
+pytestmark = pytest.mark.anyio
 
 POLICY = "rules:\n  - {id: no-convert, effect: deny, tools: [time__convert_time], reason: read the clock only}\n"
 
@@ -103,3 +107,18 @@ def test_metrics_traces_and_the_audited_handshake(home: Home, collector: tuple[s
     malformed = records[-1]
     assert (malformed.kind, malformed.decision, malformed.outcome) == ("tools/call", "deny", "refused")
     assert malformed.reason.startswith("invalid params (")
+
+
+async def test_a_stdio_gateway_serves_metrics_on_loopback(home: Home) -> None:
+    port = free_port()
+    args = bosun_cmd("gateway", "run", "--metrics-port", str(port))[1:]
+    async with Client(StdioServerParameters(command=sys.executable, args=args, env=env_for(home))) as client:
+        await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        token, _ = home.gateway_token()
+        async with httpx.AsyncClient(timeout=10) as http:
+            metrics = await http.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+            anonymous = await http.get(f"http://127.0.0.1:{port}/metrics")
+    assert 'bosun_tool_calls_total{decision="allow",outcome="ok",server="time",tool="get_current_time"} 1.0' in (
+        metrics.text
+    )
+    assert anonymous.status_code == 401

@@ -733,18 +733,21 @@ def gateway_run(
     agent: Annotated[
         str | None, typer.Option(help="stdio: the agent the one client speaks for (see `bosun agent add`).")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="stdio: serve /metrics on 127.0.0.1:PORT (operator token).")
+    ] = None,
 ) -> None:
     """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint.
 
     Over HTTP each request names its agent by its bearer token (an agent's, or the operator's
     gateway token); over stdio the client is --agent, or the operator.
 
-    Telemetry: over HTTP, Prometheus metrics at /metrics (operator token). Traces go over OTLP/HTTP
+    Telemetry: Prometheus metrics at /metrics (operator token), over stdio with --metrics-port. Traces go over OTLP/HTTP
     when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a span per client request
     with the agent, server, tool and decision, and a child span per upstream request."""
     from bosun.gateway.core import Gateway
     from bosun.gateway.server import build_server
-    from bosun.gateway.transports import serve_http, serve_stdio
+    from bosun.gateway.transports import serve_http, serve_metrics, serve_stdio
     from bosun.runtime.docker import DockerBackend
     from bosun.telemetry import traces
 
@@ -763,8 +766,10 @@ def gateway_run(
             fail(f"no active agent named {agent!r}; see `bosun agent ls`")
         local_agent = agent
     _engine(home)
+    if metrics_port is not None and transport != "stdio":
+        fail("--metrics-port is for stdio; an HTTP gateway serves /metrics itself")
     token: str | None = None
-    if transport == "http" and not no_auth:
+    if (transport == "http" and not no_auth) or metrics_port is not None:
         token, created = home.gateway_token()
         if created:
             err_console.print(f"gateway token (shown once; kept in {home.token_file}): [bold]{token}[/]")
@@ -773,7 +778,11 @@ def gateway_run(
         async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout) as gw:
             server = build_server(gw, local_agent)
             if transport == "stdio":
-                await serve_stdio(server)
+                async with anyio.create_task_group() as tg:
+                    if metrics_port is not None and token is not None:
+                        tg.start_soon(serve_metrics, gw, metrics_port, token)
+                    await serve_stdio(server)
+                    tg.cancel_scope.cancel()
             else:
                 err_console.print(f"gateway listening on http://{host}:{port}/mcp (also /healthz and /metrics)")
                 await serve_http(gw, server, host, port, token, allow_origin)

@@ -16,6 +16,7 @@ import uvicorn
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -110,6 +111,17 @@ class BearerAuth:
         await self.app(scope, receive, bind)
 
 
+def _metrics_route(gateway: Gateway, token: str | None) -> Route:
+    async def metrics(request: Request) -> Response:
+        # Server and tool names, refusals and secret names are the operator's business, not every agent's.
+        agent = request.headers.get(AGENT_HEADER.decode())
+        if token is not None and agent != OPERATOR:
+            return JSONResponse({"error": "forbidden", "hint": "metrics need the operator's gateway token"}, 403)
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    return Route("/metrics", metrics)
+
+
 def http_app(
     gateway: Gateway, server: Server[Any], host: str, port: int, token: str | None, allowed_origins: list[str]
 ) -> ASGIApp:
@@ -118,20 +130,13 @@ def http_app(
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "gateway": gateway.id, "servers": gateway.settings.enabled()})
 
-    async def metrics(request: Request) -> Response:
-        # Server and tool names, refusals and secret names are the operator's business, not every agent's.
-        agent = request.headers.get(AGENT_HEADER.decode())
-        if token is not None and agent != OPERATOR:
-            return JSONResponse({"error": "forbidden", "hint": "metrics need the operator's gateway token"}, 403)
-        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE)
-
     local = ["127.0.0.1", "localhost", "[::1]"] + ([host] if host not in ("0.0.0.0", "::") else [])
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[f"{h}:{port}" for h in local],
         allowed_origins=[f"http://{h}:{port}" for h in local] + allowed_origins,
     )
-    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
+    routes = [Route("/healthz", healthz), _metrics_route(gateway, token)]
     app = server.streamable_http_app(host=host, transport_security=security, custom_starlette_routes=routes)
     return BearerAuth(app, gateway.directory, token) if token else app
 
@@ -147,6 +152,20 @@ class _Uvicorn(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+class _Embedded(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Served next to a stdio gateway, which owns the signals; cancelling the task stops this server.
+        yield
+
+
+async def serve_metrics(gateway: Gateway, port: int, token: str) -> None:
+    """Only ``/metrics``, on loopback, for the operator's token: a stdio gateway's Prometheus endpoint."""
+    app = BearerAuth(Starlette(routes=[_metrics_route(gateway, token)]), gateway.directory, token)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
+    await _Embedded(config).serve()
 
 
 async def serve_http(
