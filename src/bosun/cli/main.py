@@ -736,11 +736,18 @@ def gateway_run(
     metrics_port: Annotated[
         int | None, typer.Option(help="stdio: serve /metrics on 127.0.0.1:PORT (operator token).")
     ] = None,
+    server_name: Annotated[
+        str | None,
+        typer.Option("--server", help="Serve only this enabled server, under its own tool and prompt names."),
+    ] = None,
 ) -> None:
     """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint.
 
     Over HTTP each request names its agent by its bearer token (an agent's, or the operator's
     gateway token); over stdio the client is --agent, or the operator.
+
+    With --server NAME the gateway is one server's endpoint: only that server, named as the server
+    names its tools and prompts, with the same policy, screening, audit and container behind it.
 
     Telemetry: Prometheus metrics at /metrics (operator token), over stdio with --metrics-port. Traces go over OTLP/HTTP
     when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a span per client request
@@ -765,9 +772,11 @@ def gateway_run(
         if known is None or known.revoked is not None:
             fail(f"no active agent named {agent!r}; see `bosun agent ls`")
         local_agent = agent
-    _engine(home)
+    if server_name is not None and not _settings(home).is_enabled(server_name):
+        fail(f"--server {server_name}: no such enabled server (see `bosun catalog ls`, `bosun server enable`)")
     if metrics_port is not None and transport != "stdio":
         fail("--metrics-port is for stdio; an HTTP gateway serves /metrics itself")
+    _engine(home)
     token: str | None = None
     if (transport == "http" and not no_auth) or metrics_port is not None:
         token, created = home.gateway_token()
@@ -775,7 +784,7 @@ def gateway_run(
             err_console.print(f"gateway token (shown once; kept in {home.token_file}): [bold]{token}[/]")
 
     async def main() -> None:
-        async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout) as gw:
+        async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout, only=server_name) as gw:
             server = build_server(gw, local_agent)
             if transport == "stdio":
                 async with anyio.create_task_group() as tg:

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -132,8 +132,10 @@ class Surface:
 
 
 class Gateway:
-    def __init__(self, home: Home, backend: Backend, *, idle_timeout_s: float = 300) -> None:
+    def __init__(self, home: Home, backend: Backend, *, idle_timeout_s: float = 300, only: str | None = None) -> None:
+        """``only`` serves that one enabled server and no other (``bosun gateway run --server``)."""
         self.home = home
+        self.only = only
         self.backend = backend
         self.id = _gateway_id()
         self.idle_timeout_s = idle_timeout_s
@@ -145,6 +147,8 @@ class Gateway:
         self._resource_routes: dict[str, str] = {}
         self._template_routes: dict[str, str] = {}
         self._bridges: dict[str, InputBridge] = {}
+        # uri -> client -> how to tell that client the resource changed (its connection's notifier)
+        self._subscribers: dict[str, dict[str, Callable[[str], Awaitable[None]]]] = {}
         self._seq = itertools.count(1)
         self._tg: TaskGroup | None = None
         self.pins = PinStore(home.root)
@@ -254,7 +258,7 @@ class Gateway:
                 continue
             before = set(self.settings.enabled())
             self.settings = settings
-            for key in [k for k in self._upstreams if not settings.is_enabled(k[0])]:
+            for key in [k for k in self._upstreams if not self.is_enabled(k[0])]:
                 await self._upstreams.pop(key).stop()
             if set(settings.enabled()) != before:
                 await self.notify_list_changed()
@@ -281,9 +285,14 @@ class Gateway:
 
     # -- upstreams ---------------------------------------------------------------------------
 
+    def is_enabled(self, server: str) -> bool:
+        return self.settings.is_enabled(server) and (self.only is None or server == self.only)
+
     def enabled_entries(self) -> list[Entry]:
         out = []
         for name in self.settings.enabled():
+            if self.only is not None and name != self.only:
+                continue
             try:
                 out.append(self.catalog.get(name))
             except KeyError:
@@ -381,7 +390,7 @@ class Gateway:
         return Surface(tools, prompts, resources, withheld)
 
     def upstream(self, server: str, client: str) -> Upstream:
-        if not self.settings.is_enabled(server):  # on every call: no list built, nothing sorted
+        if not self.is_enabled(server):  # on every call: no list built, nothing sorted
             raise MCPError(types.INVALID_PARAMS, f"server {server!r} is not enabled on this gateway")
         entry = self.catalog.get(server)
         key = (server, client if entry.scope == "session" else SHARED)
@@ -396,6 +405,7 @@ class Gateway:
                 idle_timeout_s=self.idle_timeout_s,
                 on_tools_changed=self._tools_changed,
                 redact=lambda text: self.redactor.text(text)[0],
+                on_resource_updated=self._resource_updated,
             )
             self._upstreams[key] = up
         return up
@@ -682,7 +692,7 @@ class Gateway:
         else:
             token = secrets.token_urlsafe(18)
             bridge = self._bridges[token] = InputBridge(client)
-            bridged = Downstream(downstream.session, downstream.request_id, bridge)
+            bridged = replace(downstream, bridge=bridge)
             assert self._tg is not None
             self._tg.start_soon(self._run_bridged, token, bridge, client, params, progress, bridged)
         outcome = await bridge.next()
@@ -812,15 +822,63 @@ class Gateway:
             raise MCPError(types.INTERNAL_ERROR, f"{server} answered resources/read with an unsupported result")
         return result, server
 
+    async def subscribe(self, client: str, uri: str, notify: Callable[[str], Awaitable[None]]) -> None:
+        """Tell ``client`` (through ``notify``) when ``uri`` changes; the owning server is subscribed once,
+        however many clients follow the resource."""
+        server = self._resource_server(uri)
+        if server is None:
+            await self.list_resources(client)
+            await self.list_resource_templates(client)
+            server = self._resource_server(uri)
+        if server is None:
+            raise MCPError(types.INVALID_PARAMS, f"no enabled server offers resource {uri!r}")
+        session = await self.upstream(server, client).session_offering("resources")
+        caps = session.server_capabilities if session is not None else None
+        if session is None or caps is None or caps.resources is None or not caps.resources.subscribe:
+            raise MCPError(types.INVALID_PARAMS, f"{server} does not offer subscriptions to its resources")
+        followers = self._subscribers.setdefault(uri, {})
+        if not followers:
+            await session.subscribe_resource(uri)
+        followers[client] = notify
+
+    async def unsubscribe(self, client: str, uri: str) -> None:
+        followers = self._subscribers.get(uri, {})
+        if followers.pop(client, None) is None or followers:
+            return  # never followed by this client, or others still follow it
+        del self._subscribers[uri]
+        server = self._resource_server(uri)
+        session = await self.upstream(server, client).session_offering("resources") if server else None
+        if session is not None:
+            with contextlib.suppress(MCPError):
+                await session.unsubscribe_resource(uri)
+
+    def _resource_updated(self, server: str, uri: str) -> None:
+        assert self._tg is not None
+        for client, notify in list(self._subscribers.get(uri, {}).items()):
+
+            async def tell(notify: Callable[[str], Awaitable[None]] = notify, client: str = client) -> None:
+                try:
+                    await notify(uri)
+                except Exception:
+                    self._subscribers.get(uri, {}).pop(client, None)  # that client is gone
+
+            self._tg.start_soon(tell)
+
     async def complete(self, client: str, params: types.CompleteRequestParams) -> types.CompleteResult:
         ref = params.ref
         if isinstance(ref, types.PromptReference):
             route = self._prompt_routes.get(ref.name)
+            if route is None:  # a client may complete before it ever listed prompts
+                await self.list_prompts(client)
+                route = self._prompt_routes.get(ref.name)
             if route is None:
                 raise MCPError(types.INVALID_PARAMS, f"unknown prompt {ref.name!r}")
             server, ref = route.server, types.PromptReference(type="ref/prompt", name=route.name)
         else:
             found = self._template_routes.get(ref.uri)
+            if found is None:
+                await self.list_resource_templates(client)
+                found = self._template_routes.get(ref.uri)
             if found is None:
                 raise MCPError(types.INVALID_PARAMS, f"unknown resource template {ref.uri!r}")
             server = found

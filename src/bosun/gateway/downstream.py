@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 log = logging.getLogger("bosun.gateway")
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
+_SEVERITY: list[types.LoggingLevel] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 
 class _Slot:
@@ -103,6 +104,10 @@ class Downstream:
     session: ServerSession
     request_id: types.RequestId | None
     bridge: InputBridge | None = None
+    log_level: types.LoggingLevel | None = None  # the least severe log message the client asked for
+
+    def wants(self, level: types.LoggingLevel) -> bool:
+        return self.log_level is None or _SEVERITY.index(level) >= _SEVERITY.index(self.log_level)
 
     def supports(self, needs: types.ClientCapabilities) -> bool:
         return bool(self.session.check_client_capability(needs))
@@ -192,6 +197,8 @@ class Relay:
         target = self._target()
         if isinstance(target, types.ErrorData):
             log.info("server log: %s", params.data, extra={"server": self.server})
+            return
+        if not target.wants(params.level):
             return
         with contextlib.suppress(Exception):
             await target.session.send_log_message(

