@@ -1,0 +1,439 @@
+"""Bosun against the direct path and a peer gateway: one echo server, the same load, in one run.
+
+Paths: direct to the server container (raw JSON-RPC over stdio, and the official SDK client), Bosun's
+gateway over stdio and over streamable HTTP, and `mcp-proxy` (PyPI, installed in its own virtual
+environment under .cache/bench) in front of the same container. The echo server is the
+`everything` image; every path runs it with the same hardening.
+
+Figures: p50/p99 of sequential calls; calls/s with 16 and 64 concurrent clients (each its own MCP
+session over HTTP, or requests in flight on the one stdio connection); the load generator's own
+ceiling (the same generator against a canned reply); Bosun's cold first call (gateway up, container
+not yet started); the idle server container's memory and the gateway's RSS.
+
+The generator is raw JSON-RPC (httpx / asyncio pipes) in several processes, not the SDK client,
+whose own cost (measured here too) would hide the gateways'. Every reply is checked: a refusal or an
+error stops the run instead of being timed.
+
+    .venv/bin/python bench/peers.py [--calls 300] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bosun.catalog.loader import load_catalog
+from bosun.config import Settings
+from bosun.home import Home
+from bosun.images.build import build_entry
+from bosun.images.lock import Lock
+from bosun.runtime import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXY_VENV = ROOT / ".cache" / "bench" / "mcp-proxy-venv"
+HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+HARDENED = ["--network", "none", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt",
+            "no-new-privileges:true", "--user", "10001:10001", "--log-driver", "none"]  # fmt: skip
+Request = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def call(i: int, tool: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": tool, "arguments": {"message": "hi"}}}
+
+
+def checked(reply: dict[str, Any]) -> None:
+    result = reply.get("result") or {}
+    if "error" in reply or result.get("isError") or "hi" not in json.dumps(result.get("content")):
+        raise RuntimeError(f"not an echo: {json.dumps(reply)[:300]}")
+
+
+# -- raw clients ---------------------------------------------------------------------------------
+
+
+class Stdio:
+    """Newline-delimited JSON-RPC to a child process; any number of requests in flight."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, argv: list[str], env: dict[str, str] | None = None) -> Stdio:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            limit=16 * 1024 * 1024,
+        )  # fmt: skip
+        peer = cls(proc)
+        await peer.request({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": HELLO})
+        await peer.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return peer
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            msg = json.loads(line)
+            future = self._waiting.pop(msg.get("id"), None) if "id" in msg else None
+            if future is not None and not future.done():
+                future.set_result(msg)
+        for future in self._waiting.values():
+            future.set_exception(RuntimeError("the peer closed its stdout"))
+
+    async def notify(self, msg: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        future = self._waiting[msg["id"]] = asyncio.get_running_loop().create_future()
+        await self.notify(msg)
+        return await future
+
+    async def close(self) -> None:
+        # End of input first, as a client leaving would: the child exits and its pipes close in this loop.
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._reader
+
+
+class Http:
+    """One MCP session over streamable HTTP."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.client, self.url = client, url
+        self.session: str | None = None
+
+    @classmethod
+    async def start(cls, client: httpx.AsyncClient, url: str) -> Http:
+        peer = cls(client, url)
+        await peer.request({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": HELLO})
+        await peer.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return peer
+
+    async def post(self, msg: dict[str, Any]) -> httpx.Response:
+        headers = {"mcp-session-id": self.session} if self.session else {}
+        r = await self.client.post(self.url, json=msg, headers=headers)
+        r.raise_for_status()
+        self.session = r.headers.get("mcp-session-id", self.session)
+        return r
+
+    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        r = await self.post(msg)
+        if not r.headers.get("content-type", "").startswith("text/event-stream"):
+            out: dict[str, Any] = r.json()
+            return out
+        for line in r.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                reply: dict[str, Any] = json.loads(line[5:])
+                if reply.get("id") == msg["id"]:
+                    return reply
+        raise RuntimeError("no reply in the event stream")
+
+
+def http_client(headers: dict[str, str]) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    accept = {"Accept": "application/json, text/event-stream"}
+    return httpx.AsyncClient(headers={**accept, **headers}, timeout=60, limits=limits)
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+async def sequential(request: Request, tool: str, calls: int) -> list[float]:
+    for i in range(30):  # warm-up
+        checked(await request(call(i, tool)))
+    out = []
+    for i in range(1000, 1000 + calls):
+        t0 = time.perf_counter()
+        checked(await request(call(i, tool)))
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def _http_worker(url: str, headers: dict[str, str], tool: str, sessions: int, seconds: float) -> int:
+    async with http_client(headers) as client:
+        peers = [await Http.start(client, url) for _ in range(sessions)]
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def loop(peer: Http, n: int) -> None:
+            nonlocal done
+            i = n * 10_000_000
+            while time.perf_counter() < deadline:
+                i += 1
+                checked(await peer.request(call(i, tool)))
+                done += 1
+
+        await asyncio.gather(*(loop(p, n) for n, p in enumerate(peers)))
+        return done
+
+
+def _http_process(args: tuple[str, dict[str, str], str, int, float]) -> int:
+    return asyncio.run(_http_worker(*args))
+
+
+def http_throughput(url: str, headers: dict[str, str], tool: str, clients: int, seconds: float) -> float:
+    """Calls/s with ``clients`` concurrent sessions spread over a few processes."""
+    processes = min(4, clients)
+    share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        counts = pool.map(_http_process, [(url, headers, tool, n, seconds) for n in share])
+    return sum(counts) / seconds
+
+
+async def stdio_throughput(peer: Stdio, tool: str, clients: int, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(n: int) -> None:
+        nonlocal done
+        i = n * 10_000_000
+        while time.perf_counter() < deadline:
+            i += 1
+            checked(await peer.request(call(i, tool)))
+            done += 1
+
+    await asyncio.gather(*(loop(n) for n in range(clients)))
+    return done / seconds
+
+
+# -- things under test ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited during start")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    sys.exit(f"{what} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def container_mb(label: str) -> float:
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label={label}"], capture_output=True, text=True).stdout
+    if not ids.split():
+        return 0.0
+    raw = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", ids.split()[0]],
+                         capture_output=True, text=True).stdout.split("/")[0].strip()  # fmt: skip
+    number, unit = float(raw.rstrip("KMGiB")), raw.lstrip("0123456789.")
+    return number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(unit, 1)
+
+
+async def canned_server(port: int) -> None:
+    """The cheapest possible MCP-shaped HTTP reply: the load generator's ceiling."""
+    import uvicorn
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        msg = json.loads(body or b"{}")
+        reply = {"jsonrpc": "2.0", "id": msg.get("id"), "result": {"content": [{"type": "text", "text": "hi"}]}}
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if "id" in msg else 202,
+                "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", b"canned")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(reply).encode() if "id" in msg else b""})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
+def _canned_process(port: int) -> None:
+    asyncio.run(canned_server(port))
+
+
+def install_proxy() -> Path:
+    exe = PROXY_VENV / "bin" / "mcp-proxy"
+    if not exe.exists():
+        print("installing mcp-proxy into its own virtual environment ...", flush=True)
+        # Its own environment: it pins mcp<2, Bosun needs mcp 2.
+        subprocess.run(["python3", "-m", "venv", str(PROXY_VENV)], check=True)
+        subprocess.run([str(PROXY_VENV / "bin" / "pip"), "install", "-q", "mcp-proxy"], check=True)
+    return exe
+
+
+async def sdk_sequential(argv: list[str], calls: int) -> list[float]:
+    """The official SDK client, straight to the container: what an SDK-built load generator would measure."""
+    from mcp import Client, StdioServerParameters
+
+    async with Client(StdioServerParameters(command=argv[0], args=argv[1:]), mode="legacy") as client:
+        out = []
+        for i in range(30 + calls):
+            t0 = time.perf_counter()
+            result = await client.call_tool("echo", {"message": "hi"})
+            if result.is_error:
+                raise RuntimeError(f"not an echo: {result}")
+            if i >= 30:
+                out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+
+async def stdio_path(argv: list[str], env: dict[str, str] | None, tool: str, calls: int, seconds: float
+                     ) -> tuple[list[float], list[float]]:  # fmt: skip
+    peer = await Stdio.start(argv, env)
+    try:
+        latencies = await sequential(peer.request, tool, calls)
+        rates = [await stdio_throughput(peer, tool, c, seconds) for c in (16, 64)]
+    finally:
+        await peer.close()
+    return latencies, rates
+
+
+async def http_sequential(url: str, headers: dict[str, str], tool: str, calls: int) -> list[float]:
+    async with http_client(headers) as client:
+        peer = await Http.start(client, url)
+        return await sequential(peer.request, tool, calls)
+
+
+def http_path(url: str, headers: dict[str, str], tool: str, calls: int, seconds: float
+              ) -> tuple[list[float], list[float]]:  # fmt: skip
+    latencies = asyncio.run(http_sequential(url, headers, tool, calls))
+    return latencies, [http_throughput(url, headers, tool, c, seconds) for c in (16, 64)]
+
+
+async def cold_first_call(argv: list[str], env: dict[str, str]) -> float:
+    """Gateway up and initialized, no container yet: the first call starts one."""
+    peer = await Stdio.start(argv, env)
+    try:
+        t0 = time.perf_counter()
+        checked(await peer.request(call(1, "everything__echo")))
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        await peer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=300, help="sequential calls per path")
+    parser.add_argument("--seconds", type=float, default=5, help="duration of each throughput run")
+    args = parser.parse_args()
+    proxy = install_proxy()
+    home = Home(Path(tempfile.mkdtemp(prefix="bosun-peers-"))).ensure()
+    print("building everything into a scratch home (layers cached after the first run) ...", flush=True)
+    build_entry(engine.client(), load_catalog().get("everything"), home, lambda _m: None)
+    image = Lock.load(home.lock_file).images["everything"].image_id
+    Settings.model_validate({"servers": {"everything": {}}}).save(home.config_file)
+    env = {**os.environ, "BOSUN_HOME": str(home.root)}
+    direct = ["docker", "run", "-i", "--rm", *HARDENED, image, "stdio"]
+    gateway = [sys.executable, "-m", "bosun", "gateway", "run", "--log-level", "warning"]
+    rows: dict[str, tuple[list[float], list[float]]] = {}
+    extra: dict[str, str] = {}
+    try:
+        port = free_port()
+        canned = multiprocessing.get_context("spawn").Process(target=_canned_process, args=(port,), daemon=True)
+        canned.start()
+        time.sleep(1.5)
+        print("load generator ceiling ...", flush=True)
+        rows["load generator alone (canned reply)"] = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls,
+                                                                args.seconds)  # fmt: skip
+        canned.terminate()
+
+        print("direct ...", flush=True)
+        rows["direct, raw stdio"] = asyncio.run(stdio_path(direct, None, "echo", args.calls, args.seconds))
+        rows["direct, official SDK client"] = (asyncio.run(sdk_sequential(direct, args.calls)), [])
+
+        print("Bosun over stdio ...", flush=True)
+        colds = [asyncio.run(cold_first_call(gateway, env)) for _ in range(3)]
+        extra["Bosun cold first call (container start), p50 of 3"] = f"{statistics.median(colds):.0f} ms"
+        rows["Bosun, stdio"] = asyncio.run(stdio_path(gateway, env, "everything__echo", args.calls, args.seconds))
+
+        print("Bosun over streamable HTTP ...", flush=True)
+        port = free_port()
+        http = subprocess.Popen([*gateway, "--transport", "http", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", http, "the gateway")
+            auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
+            rows["Bosun, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", auth, "everything__echo",
+                                                       args.calls, args.seconds)  # fmt: skip
+            extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
+            extra["idle everything container (docker stats)"] = f"{container_mb('io.bosun.server=everything'):.0f} MB"
+        finally:
+            stop(http)
+
+        print("mcp-proxy ...", flush=True)
+        port = free_port()
+        peer = subprocess.Popen([str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/mcp", peer, "mcp-proxy")
+            rows["mcp-proxy, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", {}, "echo", args.calls,
+                                                           args.seconds)  # fmt: skip
+            extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
+        finally:
+            stop(peer)
+    finally:
+        shutil.rmtree(home.root, ignore_errors=True)
+
+    base = statistics.median(rows["direct, raw stdio"][0])
+    print(f"\necho tool, {args.calls} sequential calls; throughput over {args.seconds:g} s; milliseconds, calls/s\n")
+    print(f"{'path':38} {'p50':>7} {'p99':>7} {'+p50':>7} {'seq/s':>7} {'16 cl/s':>8} {'64 cl/s':>8}")
+    for name, (latencies, rates) in rows.items():
+        p50 = statistics.median(latencies)
+        p99 = sorted(latencies)[int(len(latencies) * 0.99)]
+        shown = [f"{r:8.0f}" for r in rates] or [f"{'-':>8}"] * 2
+        over = f"{p50 - base:+7.2f}" if not name.startswith("load") else f"{'':>7}"
+        print(f"{name:38} {p50:7.2f} {p99:7.2f} {over} {1000 / p50:7.0f} {' '.join(shown)}")
+    bosun, proxy_rates = rows["Bosun, streamable HTTP"][1], rows["mcp-proxy, streamable HTTP"][1]
+    print(f"\nBosun HTTP over mcp-proxy, throughput: {bosun[0] / proxy_rates[0]:.1f}x at 16 clients, "
+          f"{bosun[1] / proxy_rates[1]:.1f}x at 64")  # fmt: skip
+    for name, value in extra.items():
+        print(f"{name:52} {value}")
+
+
+if __name__ == "__main__":
+    main()
