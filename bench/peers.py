@@ -1,9 +1,10 @@
 """Bosun against the direct path and a peer gateway: one echo server, the same load, in one run.
 
 Paths: direct to the server container (raw JSON-RPC over stdio, and the official SDK client), Bosun's
-gateway over stdio and over streamable HTTP, and `mcp-proxy` (PyPI, installed in its own virtual
-environment under .cache/bench) in front of the same container. The echo server is the
-`everything` image; every path runs it with the same hardening.
+gateway over stdio and over streamable HTTP, and two peers in front of the same container, each
+installed from PyPI into its own virtual environment under .cache/bench: `mcp-proxy`, and IBM's
+ContextForge (stateful sessions, rate limiting off; its stdio bridge registered as a virtual server).
+The echo server is the `everything` image; every path runs it with the same hardening.
 
 Figures: p50/p99 of sequential calls; calls/s with 16 and 64 concurrent clients (each its own MCP
 session over HTTP, or requests in flight on the one stdio connection); the load generator's own
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -31,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from bosun.runtime import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_VENV = ROOT / ".cache" / "bench" / "mcp-proxy-venv"
+CONTEXTFORGE_VENV = ROOT / ".cache" / "bench" / "contextforge-venv"
 HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
 HARDENED = ["--network", "none", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt",
             "no-new-privileges:true", "--user", "10001:10001", "--log-driver", "none"]  # fmt: skip
@@ -296,6 +300,63 @@ def _canned_process(port: int) -> None:
     asyncio.run(canned_server(port))
 
 
+def install_contextforge() -> Path:
+    bin_dir = CONTEXTFORGE_VENV / "bin"
+    if not (bin_dir / "mcpgateway").exists():
+        print("installing ContextForge into its own virtual environment (a few minutes) ...", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(CONTEXTFORGE_VENV)], check=True)  # it pins mcp<2
+        subprocess.run([str(bin_dir / "pip"), "install", "-q", "mcp-contextforge-gateway"], check=True)
+    return bin_dir
+
+
+@contextlib.contextmanager
+def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, subprocess.Popen[bytes]]]:
+    """ContextForge in front of the same container: its stdio bridge, the gateway (stateful sessions, no rate
+    limit, which would answer 429 under load), the bridge registered and exposed as a virtual server."""
+    bin_dir = install_contextforge()
+    work = Path(tempfile.mkdtemp(prefix="bosun-contextforge-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([str(bin_dir / "python"), "-m", "mcpgateway.scripts.init_secrets", "--output", ".env.secrets",
+                        "--force"], cwd=work, check=True, capture_output=True)  # fmt: skip
+        settings = {"DATABASE_URL": "sqlite:///./mcp.db", "MCPGATEWAY_UI_ENABLED": "false",
+                    "MCPGATEWAY_ADMIN_API_ENABLED": "true", "SSRF_ALLOW_LOCALHOST": "true",
+                    "RATE_LIMITING_ENABLED": "false", "USE_STATEFUL_SESSIONS": "true"}  # fmt: skip
+        for line in (work / ".env.secrets").read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                settings[key.strip()] = value.strip().strip('"')
+        env = {**os.environ, **settings}
+        bridge_port, port = free_port(), free_port()
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": work, "env": env}
+        procs.append(subprocess.Popen([str(bin_dir / "python"), "-m", "mcpgateway.translate", "--stdio",
+                                       shlex.join(direct), "--expose-streamable-http", "--port", str(bridge_port)],
+                                      **quiet))  # fmt: skip
+        procs.append(subprocess.Popen([str(bin_dir / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)],
+                                      **quiet))  # fmt: skip
+        wait_http(f"http://127.0.0.1:{port}/health", procs[1], "ContextForge", timeout_s=120)
+        wait_http(f"http://127.0.0.1:{bridge_port}/", procs[0], "ContextForge's stdio bridge")
+        token = subprocess.run(
+            [str(bin_dir / "python"), "-m", "mcpgateway.utils.create_jwt_token", "--username", "admin@example.com",
+             "--exp", "600", "--admin"], cwd=work, env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                           timeout=60)  # fmt: skip
+        api.post("/gateways", json={"name": "echo", "url": f"http://127.0.0.1:{bridge_port}/mcp",
+                                    "transport": "STREAMABLEHTTP"}).raise_for_status()  # fmt: skip
+        listed = api.get("/tools").json()
+        tools = listed if isinstance(listed, list) else listed.get("items", [])
+        echo = next(t for t in tools if (t.get("originalName") or t.get("original_name")) == "echo")
+        server = api.post("/servers", json={"server": {"name": "bench", "associated_tools": [echo["id"]]}})
+        server.raise_for_status()
+        url = f"http://127.0.0.1:{port}/servers/{server.json()['id']}/mcp"
+        yield url, {"Authorization": f"Bearer {token}"}, echo["name"], procs[1]
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def install_proxy() -> Path:
     exe = PROXY_VENV / "bin" / "mcp-proxy"
     if not exe.exists():
@@ -360,6 +421,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300, help="sequential calls per path")
     parser.add_argument("--seconds", type=float, default=5, help="duration of each throughput run")
+    parser.add_argument("--no-contextforge", action="store_true", help="leave out ContextForge (slow to set up)")
     args = parser.parse_args()
     proxy = install_proxy()
     home = Home(Path(tempfile.mkdtemp(prefix="bosun-peers-"))).ensure()
@@ -416,6 +478,12 @@ def main() -> None:
             extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
         finally:
             stop(peer)
+
+        if not args.no_contextforge:
+            print("ContextForge ...", flush=True)
+            with contextforge(direct) as (url, headers, tool, gateway_proc):
+                rows["ContextForge, streamable HTTP"] = http_path(url, headers, tool, args.calls, args.seconds)
+                extra["ContextForge RSS after the load"] = f"{rss_mb(gateway_proc.pid):.0f} MB"
     finally:
         shutil.rmtree(home.root, ignore_errors=True)
 
@@ -428,9 +496,13 @@ def main() -> None:
         shown = [f"{r:8.0f}" for r in rates] or [f"{'-':>8}"] * 2
         over = f"{p50 - base:+7.2f}" if not name.startswith("load") else f"{'':>7}"
         print(f"{name:38} {p50:7.2f} {p99:7.2f} {over} {1000 / p50:7.0f} {' '.join(shown)}")
-    bosun, proxy_rates = rows["Bosun, streamable HTTP"][1], rows["mcp-proxy, streamable HTTP"][1]
-    print(f"\nBosun HTTP over mcp-proxy, throughput: {bosun[0] / proxy_rates[0]:.1f}x at 16 clients, "
-          f"{bosun[1] / proxy_rates[1]:.1f}x at 64")  # fmt: skip
+    bosun = rows["Bosun, streamable HTTP"][1]
+    for peer_name in ("mcp-proxy, streamable HTTP", "ContextForge, streamable HTTP"):
+        if peer_name in rows:
+            theirs = rows[peer_name][1]
+            print(f"\nBosun HTTP over {peer_name.split(',')[0]}, throughput: {bosun[0] / theirs[0]:.1f}x at 16 "
+                  f"clients, {bosun[1] / theirs[1]:.1f}x at 64", end="")  # fmt: skip
+    print()
     for name, value in extra.items():
         print(f"{name:52} {value}")
 
