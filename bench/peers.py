@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fixtures.processes import free_port, started
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
@@ -174,22 +177,27 @@ async def sequential(request: Request, tool: str, calls: int) -> list[float]:
     return out
 
 
+async def calls_in(requests: list[Request], tool: str, seconds: float) -> int:
+    """How many calls the clients (one request function each, used one call at a time) complete in ``seconds``."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(request: Request, n: int) -> None:
+        nonlocal done
+        i = n * 10_000_000
+        while time.perf_counter() < deadline:
+            i += 1
+            checked(await request(call(i, tool)))
+            done += 1
+
+    await asyncio.gather(*(loop(r, n) for n, r in enumerate(requests)))
+    return done
+
+
 async def _http_worker(url: str, headers: dict[str, str], tool: str, sessions: int, seconds: float) -> int:
     async with http_client(headers) as client:
         peers = [await Http.start(client, url) for _ in range(sessions)]
-        done = 0
-        deadline = time.perf_counter() + seconds
-
-        async def loop(peer: Http, n: int) -> None:
-            nonlocal done
-            i = n * 10_000_000
-            while time.perf_counter() < deadline:
-                i += 1
-                checked(await peer.request(call(i, tool)))
-                done += 1
-
-        await asyncio.gather(*(loop(p, n) for n, p in enumerate(peers)))
-        return done
+        return await calls_in([p.request for p in peers], tool, seconds)
 
 
 def _http_process(args: tuple[str, dict[str, str], str, int, float]) -> int:
@@ -206,49 +214,11 @@ def http_throughput(url: str, headers: dict[str, str], tool: str, clients: int, 
 
 
 async def stdio_throughput(peer: Stdio, tool: str, clients: int, seconds: float) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def loop(n: int) -> None:
-        nonlocal done
-        i = n * 10_000_000
-        while time.perf_counter() < deadline:
-            i += 1
-            checked(await peer.request(call(i, tool)))
-            done += 1
-
-    await asyncio.gather(*(loop(n) for n in range(clients)))
-    return done / seconds
+    """Calls/s with ``clients`` requests in flight on the one connection."""
+    return await calls_in([peer.request] * clients, tool, seconds) / seconds
 
 
 # -- things under test ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited during start")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    sys.exit(f"{what} did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def rss_mb(pid: int) -> float:
@@ -314,9 +284,8 @@ def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, 
     """ContextForge in front of the same container: its stdio bridge, the gateway (stateful sessions, no rate
     limit, which would answer 429 under load), the bridge registered and exposed as a virtual server."""
     bin_dir = install_contextforge()
-    work = Path(tempfile.mkdtemp(prefix="bosun-contextforge-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="bosun-contextforge-") as tmp, contextlib.ExitStack() as procs:
+        work = Path(tmp)
         subprocess.run([str(bin_dir / "python"), "-m", "mcpgateway.scripts.init_secrets", "--output", ".env.secrets",
                         "--force"], cwd=work, check=True, capture_output=True)  # fmt: skip
         settings = {"DATABASE_URL": "sqlite:///./mcp.db", "MCPGATEWAY_UI_ENABLED": "false",
@@ -328,14 +297,13 @@ def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, 
                 settings[key.strip()] = value.strip().strip('"')
         env = {**os.environ, **settings}
         bridge_port, port = free_port(), free_port()
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": work, "env": env}
-        procs.append(subprocess.Popen([str(bin_dir / "python"), "-m", "mcpgateway.translate", "--stdio",
-                                       shlex.join(direct), "--expose-streamable-http", "--port", str(bridge_port)],
-                                      **quiet))  # fmt: skip
-        procs.append(subprocess.Popen([str(bin_dir / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)],
-                                      **quiet))  # fmt: skip
-        wait_http(f"http://127.0.0.1:{port}/health", procs[1], "ContextForge", timeout_s=120)
-        wait_http(f"http://127.0.0.1:{bridge_port}/", procs[0], "ContextForge's stdio bridge")
+        bridge_argv = [str(bin_dir / "python"), "-m", "mcpgateway.translate", "--stdio", shlex.join(direct),
+                       "--expose-streamable-http", "--port", str(bridge_port)]  # fmt: skip
+        gateway_argv = [str(bin_dir / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)]
+        procs.enter_context(started(bridge_argv, f"http://127.0.0.1:{bridge_port}/", "ContextForge's bridge",
+                                    env=env, cwd=work))  # fmt: skip
+        gateway = procs.enter_context(started(gateway_argv, f"http://127.0.0.1:{port}/health", "ContextForge",
+                                              env=env, cwd=work, timeout_s=120))  # fmt: skip
         token = subprocess.run(
             [str(bin_dir / "python"), "-m", "mcpgateway.utils.create_jwt_token", "--username", "admin@example.com",
              "--exp", "600", "--admin"], cwd=work, env=env, capture_output=True, text=True, check=True,
@@ -350,11 +318,7 @@ def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, 
         server = api.post("/servers", json={"server": {"name": "bench", "associated_tools": [echo["id"]]}})
         server.raise_for_status()
         url = f"http://127.0.0.1:{port}/servers/{server.json()['id']}/mcp"
-        yield url, {"Authorization": f"Bearer {token}"}, echo["name"], procs[1]
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+        yield url, {"Authorization": f"Bearer {token}"}, echo["name"], gateway
 
 
 def install_proxy() -> Path:
@@ -455,29 +419,21 @@ def main() -> None:
 
         print("Bosun over streamable HTTP ...", flush=True)
         port = free_port()
-        http = subprocess.Popen([*gateway, "--transport", "http", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", http, "the gateway")
+        argv = [*gateway, "--transport", "http", "--port", str(port)]
+        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as http:
             auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
             rows["Bosun, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", auth, "everything__echo",
                                                        args.calls, args.seconds)  # fmt: skip
             extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
             extra["idle everything container (docker stats)"] = f"{container_mb('io.bosun.server=everything'):.0f} MB"
-        finally:
-            stop(http)
 
         print("mcp-proxy ...", flush=True)
         port = free_port()
-        peer = subprocess.Popen([str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/mcp", peer, "mcp-proxy")
+        argv = [str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct]
+        with started(argv, f"http://127.0.0.1:{port}/mcp", "mcp-proxy") as peer:
             rows["mcp-proxy, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", {}, "echo", args.calls,
                                                            args.seconds)  # fmt: skip
             extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
-        finally:
-            stop(peer)
 
         if not args.no_contextforge:
             print("ContextForge ...", flush=True)

@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,11 @@ from pathlib import Path
 
 import httpx
 import yaml
-from peers import Http, call, checked, free_port, http_client, stop, wait_http
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fixtures.processes import free_port, started
+from peers import Http, call, checked, http_client
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
@@ -86,12 +89,9 @@ def main() -> int:
 
         port = free_port()
         env = {**os.environ, "BOSUN_HOME": str(home.root)}
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "bosun", "gateway", "run", "--transport", "http", "--port", str(port),
-             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", gateway, "the gateway")
+        argv = [sys.executable, "-m", "bosun", "gateway", "run", "--transport", "http", "--port", str(port),
+                "--log-level", "warning"]  # fmt: skip
+        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env):
             gateway_id = str(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["gateway"])
             auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
             url = f"http://127.0.0.1:{port}/mcp"
@@ -101,8 +101,6 @@ def main() -> int:
             with multiprocessing.get_context("spawn").Pool(processes) as pool:
                 parts = pool.map(_process, [(url, auth, names, n, args.seconds) for n in share])
             running = len(client.containers.list(filters={"label": f"{LABEL_GATEWAY}={gateway_id}"}))
-        finally:
-            stop(gateway)
         left = client.containers.list(all=True, filters={"label": f"{LABEL_GATEWAY}={gateway_id}"})
     finally:
         shutil.rmtree(home.root, ignore_errors=True)

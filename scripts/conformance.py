@@ -21,15 +21,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fixtures.processes import free_port, started
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
@@ -60,25 +61,6 @@ def install_suite() -> tuple[Path, Path]:
     return node, cli
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited during start (code {proc.returncode})")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    sys.exit(f"{what} did not start within 60 s")
-
-
 def run_suite(node: Path, cli: Path, url: str, out: Path) -> dict[str, tuple[int, int, list[str]]]:
     """Scenario -> (checks passed, checks failed, failure messages), read from the suite's own results."""
     subprocess.run([str(node), str(cli), "server", "--url", url, "-o", str(out)], cwd=out.parent,
@@ -107,14 +89,6 @@ def install_entry(home: Home) -> None:
     settings.save(home.config_file)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="keep the suite's results in this folder")
@@ -123,30 +97,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bosun-conformance-"))
     try:
         port = free_port()
-        fixture = subprocess.Popen([sys.executable, str(FIXTURE), "--http", str(port)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/mcp", fixture, "the fixture")
+        argv = [sys.executable, str(FIXTURE), "--http", str(port)]
+        with started(argv, f"http://127.0.0.1:{port}/mcp", "the fixture"):
             print("running the suite against the fixture directly ...", flush=True)
             direct = run_suite(node, cli, f"http://127.0.0.1:{port}/mcp", work / "direct")
-        finally:
-            stop(fixture)
 
         home = Home(work / "home").ensure()
         print("building the fixture's catalog entry (layers cached after the first run) ...", flush=True)
         install_entry(home)
         port = free_port()
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "bosun", "gateway", "run", "--transport", "http", "--no-auth", "--port", str(port),
-             "--server", SERVER, "--log-level", "warning"],
-            env={**os.environ, "BOSUN_HOME": str(home.root)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/healthz", gateway, "the gateway")
+        argv = [sys.executable, "-m", "bosun", "gateway", "run", "--transport", "http", "--no-auth", "--port",
+                str(port), "--server", SERVER, "--log-level", "warning"]  # fmt: skip
+        env = {**os.environ, "BOSUN_HOME": str(home.root)}
+        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env):
             print("running the suite through the gateway ...", flush=True)
             through = run_suite(node, cli, f"http://127.0.0.1:{port}/mcp", work / "gateway")
-        finally:
-            stop(gateway)
         if args.keep:
             shutil.copytree(work, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("home"))
     finally:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 from _util import bosun_cmd, env_for
+from fixtures.processes import free_port, started
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import MountGrant, Settings
@@ -87,40 +84,14 @@ class HttpGateway:
     home: Home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def start_http_gateway(home: Home, **env: str) -> Iterator[HttpGateway]:
     """``bosun gateway run --transport http`` as its own process, healthy, stopped with SIGTERM after."""
     port = free_port()
-    proc = subprocess.Popen(
-        bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port)),
-        env={**env_for(home), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, "gateway exited during start"
-        assert time.monotonic() < deadline, "gateway did not become healthy"
-        time.sleep(0.2)
-    token, _ = home.gateway_token()
-    try:
-        yield HttpGateway(f"{base}/mcp", base, token, proc, home)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+    argv = bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port))
+    with started(argv, f"{base}/healthz", "the gateway", env={**env_for(home), **env}) as proc:
+        yield HttpGateway(f"{base}/mcp", base, home.gateway_token()[0], proc, home)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from _util import bosun_cmd, env_for, open_session, post, run_bosun
-from conftest import free_port, start_http_gateway
+from conftest import start_http_gateway
+from fixtures.processes import free_port
 from mcp import Client, StdioServerParameters
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span

@@ -809,7 +809,8 @@ class Gateway:
             _note_screening(note, policy, findings)
             return result
 
-    async def _read_resource(self, client: str, uri: str) -> tuple[types.ReadResourceResult, str]:
+    async def _resource_owner(self, client: str, uri: str) -> str:
+        """The server offering ``uri``, listing resources first if the client never did."""
         server = self._resource_server(uri)
         if server is None:
             await self.list_resources(client)
@@ -817,6 +818,10 @@ class Gateway:
             server = self._resource_server(uri)
         if server is None:
             raise MCPError(types.INVALID_PARAMS, f"no enabled server offers resource {uri!r}")
+        return server
+
+    async def _read_resource(self, client: str, uri: str) -> tuple[types.ReadResourceResult, str]:
+        server = await self._resource_owner(client, uri)
         result = await (await self.upstream(server, client).session()).read_resource(uri)
         if not isinstance(result, types.ReadResourceResult):
             raise MCPError(types.INTERNAL_ERROR, f"{server} answered resources/read with an unsupported result")
@@ -825,13 +830,7 @@ class Gateway:
     async def subscribe(self, client: str, uri: str, notify: Callable[[str], Awaitable[None]]) -> None:
         """Tell ``client`` (through ``notify``) when ``uri`` changes; the owning server is subscribed once,
         however many clients follow the resource."""
-        server = self._resource_server(uri)
-        if server is None:
-            await self.list_resources(client)
-            await self.list_resource_templates(client)
-            server = self._resource_server(uri)
-        if server is None:
-            raise MCPError(types.INVALID_PARAMS, f"no enabled server offers resource {uri!r}")
+        server = await self._resource_owner(client, uri)
         session = await self.upstream(server, client).session_offering("resources")
         caps = session.server_capabilities if session is not None else None
         if session is None or caps is None or caps.resources is None or not caps.resources.subscribe:
