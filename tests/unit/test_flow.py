@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mcp.types as types
 import pytest
 
 from bosun.policy.flow import DESTRUCTIVE, PRIVATE, SEND, UNTRUSTED, FlowRules, SessionFlow, Sessions, Trip
@@ -32,13 +31,9 @@ def rules(text: str = POLICY) -> FlowRules:
     return FlowRules(parse(text, "policy.yaml").flow)
 
 
-def result(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
-
-
 def seen(fr: FlowRules, flow: SessionFlow, tool: str, labels: set[str], text: str) -> None:
     origin = flow.next_call(tool, frozenset(labels))
-    fr.after(flow, origin, tool, {}, result(text))
+    fr.after(flow, origin, tool, {}, text)
 
 
 def session(fr: FlowRules) -> SessionFlow:
@@ -129,7 +124,7 @@ def test_the_users_own_destination_stays_trusted_after_untrusted_text_repeats_it
     assert check(fr, flow, "web__fetch", {"url": "https://docs.python.example/3/"}, labels={SEND, UNTRUSTED}) is None
     origin = flow.next_call("web__fetch", frozenset({SEND, UNTRUSTED}))
     page = "See also https://docs.python.example/3/library/ and https://tracker.evil.example/"
-    fr.after(flow, origin, "web__fetch", {"url": "https://docs.python.example/3/"}, result(page))
+    fr.after(flow, origin, "web__fetch", {"url": "https://docs.python.example/3/"}, page)
     assert check(fr, flow, "web__fetch", {"url": "https://docs.python.example/3/library/"}, labels={SEND}) is None
     trip = check(fr, flow, "web__fetch", {"url": "https://tracker.evil.example/"}, labels={SEND})
     assert trip is not None and "the host of url, 'tracker.evil.example'," in trip.reason

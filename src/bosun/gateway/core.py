@@ -602,14 +602,15 @@ class Gateway:
                 # A tool error, not a protocol error: the agent should see why and carry on.
                 note["outcome"], note["reason"] = "refused", str(e)[:500]
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(e))], is_error=True)
+            text = text_of(result)  # what flow control remembers, screening reads and the audit may keep
             if flow is not None:
-                policy.flow.after(flow, note["origin"], public, arguments, result)
-            result, findings = policy.screener.screen(public, result)
+                policy.flow.after(flow, note["origin"], public, arguments, text)
+            result, findings = policy.screener.screen(public, result, text)
             _note_screening(note, policy, findings)
             note["outcome"] = "error" if result.is_error else "ok"
             note["detail"]["result"] = {"items": len(result.content), "is_error": bool(result.is_error)}
             if keep_results:
-                note["detail"]["result"]["text"] = text_of(result)[:KEPT_CHARS]  # redacted above
+                note["detail"]["result"]["text"] = text[:KEPT_CHARS]  # redacted above
             _note_redacted(note, "redacted", redacted, server)
             return result
 
@@ -798,14 +799,14 @@ class Gateway:
             note["server"] = server
             result, redacted = self.redactor.model(result)
             _note_redacted(note, "redacted", redacted, server)
-            policy = self.policy
+            policy, text = self.policy, text_of(result)
             if policy.flow.enabled:
                 # Named server__uri, so policy labels can be given to a server's resources or to one of them.
                 labels = policy.flow.labels(f"{server}{names.SEPARATOR}{uri}", self._labels(server))
                 flow = self.flows.get(client)
                 note["origin"] = origin = flow.next_call(f"{server} resource {uri}", labels)
-                flow.remember(origin, text_of(result))
-            result, findings = policy.screener.screen_resource(uri, result)
+                flow.remember(origin, text)
+            result, findings = policy.screener.screen_resource(uri, result, text)
             _note_screening(note, policy, findings)
             return result
 

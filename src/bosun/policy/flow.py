@@ -32,10 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
-import mcp.types as types
-
 from bosun.policy.rules import Flow
-from bosun.policy.texts import text_of
 
 PRIVATE, UNTRUSTED, SEND, DESTRUCTIVE = "private_data", "untrusted_content", "external_send", "destructive"
 LABELS = frozenset({PRIVATE, UNTRUSTED, SEND, DESTRUCTIVE})
@@ -320,14 +317,13 @@ class FlowRules:
                     break
         return carried
 
-    def after(
-        self, flow: SessionFlow, origin: Origin, public: str, args: dict[str, Any] | None, result: types.CallToolResult
-    ) -> None:
-        """Remember what a finished call returned, and which destinations it used while they were clean."""
+    def after(self, flow: SessionFlow, origin: Origin, public: str, args: dict[str, Any] | None, text: str) -> None:
+        """Remember what a finished call returned (``text``, see ``texts.text_of``), and which destinations it
+        used while they were clean."""
         if not self.enabled:
             return
         if origin.labels & {SEND, DESTRUCTIVE}:
             for _, value in self._destinations_of(public, args or {}):
                 if not flow.sources(value)[0]:
                     flow.used.add(value)
-        flow.remember(origin, text_of(result))
+        flow.remember(origin, text)

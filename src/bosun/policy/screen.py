@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from bosun.catalog.poisoning import INSTRUCTION_RULES
 from bosun.policy.rules import PolicyError, Screening
-from bosun.policy.texts import map_texts, text_of
+from bosun.policy.texts import map_texts
 
 log = logging.getLogger("bosun.policy")
 
@@ -85,11 +85,11 @@ class Screener:
                 log.error("screening classifier failed: %s", e)
         return found
 
-    def _findings(self, public: str, result: types.CallToolResult | types.ReadResourceResult) -> list[Finding]:
+    def _findings(self, public: str, text: str) -> list[Finding]:
         if self.screening.injection == "off":
             return []
         # Servers often repeat their text as structured content: one finding per rule and span is enough.
-        findings = list(dict.fromkeys(self.scan(text_of(result))))
+        findings = list(dict.fromkeys(self.scan(text)))
         if findings:
             log.warning("possible prompt injection in the result of %s (%s)", public, _listed(findings))
         return findings
@@ -98,9 +98,11 @@ class Screener:
         return (f"the result of {public} was withheld: it looks like a prompt injection ({_listed(findings)}); an "
                 "operator can set screening.injection to annotate or warn in the policy file")  # fmt: skip
 
-    def screen(self, public: str, result: types.CallToolResult) -> tuple[types.CallToolResult, list[Finding]]:
-        """The tool result as the client should see it, and what was found in it."""
-        findings = self._findings(public, result)
+    def screen(
+        self, public: str, result: types.CallToolResult, text: str
+    ) -> tuple[types.CallToolResult, list[Finding]]:
+        """The tool result as the client should see it, and what was found in its ``text`` (``texts.text_of``)."""
+        findings = self._findings(public, text)
         mode = self.screening.injection
         if not findings or mode == "warn":
             return result, findings
@@ -114,10 +116,10 @@ class Screener:
         ), findings
 
     def screen_resource(
-        self, uri: str, result: types.ReadResourceResult
+        self, uri: str, result: types.ReadResourceResult, text: str
     ) -> tuple[types.ReadResourceResult, list[Finding]]:
         """A resource as the client should see it; withholding it refuses the read (MCPError)."""
-        findings = self._findings(uri, result)
+        findings = self._findings(uri, text)
         mode = self.screening.injection
         if not findings or mode == "warn":
             return result, findings
