@@ -749,9 +749,9 @@ def gateway_run(
     With --server NAME the gateway is one server's endpoint: only that server, named as the server
     names its tools and prompts, with the same policy, screening, audit and container behind it.
 
-    Telemetry: Prometheus metrics at /metrics (operator token), over stdio with --metrics-port. Traces go over OTLP/HTTP
-    when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a span per client request
-    with the agent, server, tool and decision, and a child span per upstream request."""
+    Telemetry: Prometheus metrics at /metrics (operator token; over stdio with --metrics-port).
+    Traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a
+    span per client request with the agent, server, tool and decision, a child per upstream request."""
     from bosun.gateway.core import Gateway
     from bosun.gateway.server import build_server
     from bosun.gateway.transports import serve_http, serve_metrics, serve_stdio
