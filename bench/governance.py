@@ -93,10 +93,10 @@ async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[
         for r in range(rounds):
             for name in CONFIGS:
                 configure(gw, real_audit, name, rules)
-                gw.flows.forget("bench")  # every configuration starts its round with a fresh session
+                session = f"bench-{r}-{name}"  # every configuration starts its round with a fresh session
                 for i in range(calls // rounds):
                     t0 = time.perf_counter()
-                    result = await gw.call_tool("bench", TOOL, {"message": f"{MESSAGE} {r}-{i}"})
+                    result = await gw.call_tool(session, TOOL, {"message": f"{MESSAGE} {r}-{i}"})
                     samples[name].append((time.perf_counter() - t0) * 1000)
                     assert not result.is_error, result
         gw.audit = real_audit

@@ -187,9 +187,6 @@ class Sessions:
             self._sessions.popitem(last=False)
         return flow
 
-    def forget(self, session: str) -> None:
-        self._sessions.pop(session, None)
-
 
 def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """(path, text) for every string in the arguments: ``message.to[0]``."""

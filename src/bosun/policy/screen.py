@@ -85,14 +85,16 @@ class Screener:
                 log.error("screening classifier failed: %s", e)
         return found
 
-    def _findings(self, public: str, text: str) -> list[Finding]:
+    def _findings(self, public: str, text: str) -> tuple[list[Finding], str | None]:
+        """What ``text`` holds, and what to do about it: None (pass it on), withhold or annotate."""
         if self.screening.injection == "off":
-            return []
+            return [], None
         # Servers often repeat their text as structured content: one finding per rule and span is enough.
         findings = list(dict.fromkeys(self.scan(text)))
-        if findings:
-            log.warning("possible prompt injection in the result of %s (%s)", public, _listed(findings))
-        return findings
+        if not findings:
+            return [], None
+        log.warning("possible prompt injection in the result of %s (%s)", public, _listed(findings))
+        return findings, None if self.screening.injection == "warn" else self.screening.injection
 
     def _withheld(self, public: str, findings: list[Finding]) -> str:
         return (f"the result of {public} was withheld: it looks like a prompt injection ({_listed(findings)}); an "
@@ -102,11 +104,10 @@ class Screener:
         self, public: str, result: types.CallToolResult, text: str
     ) -> tuple[types.CallToolResult, list[Finding]]:
         """The tool result as the client should see it, and what was found in its ``text`` (``texts.text_of``)."""
-        findings = self._findings(public, text)
-        mode = self.screening.injection
-        if not findings or mode == "warn":
+        findings, action = self._findings(public, text)
+        if action is None:
             return result, findings
-        if mode == "withhold":
+        if action == "withhold":
             why = self._withheld(public, findings)
             return types.CallToolResult(content=[types.TextContent(type="text", text=why)], is_error=True), findings
         nonce, notice = _notice(public, findings)
@@ -119,11 +120,10 @@ class Screener:
         self, uri: str, result: types.ReadResourceResult, text: str
     ) -> tuple[types.ReadResourceResult, list[Finding]]:
         """A resource as the client should see it; withholding it refuses the read (MCPError)."""
-        findings = self._findings(uri, text)
-        mode = self.screening.injection
-        if not findings or mode == "warn":
+        findings, action = self._findings(uri, text)
+        if action is None:
             return result, findings
-        if mode == "withhold":
+        if action == "withhold":
             raise MCPError(types.INVALID_REQUEST, self._withheld(uri, findings))
         # A resource has no place for a block of its own: the notice opens each text it covers.
         nonce, notice = _notice(uri, findings)
