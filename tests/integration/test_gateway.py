@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx
@@ -47,6 +49,36 @@ async def test_stdio_gateway_with_sdk_client(home: Home) -> None:
     async with Client(params) as client:
         await _exercise(client)
     await _assert_no_containers_soon()
+
+
+_HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+_STDIN_SCRIPT = b"\n".join(
+    json.dumps(m).encode()
+    for m in [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": _HELLO},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "time__get_current_time",
+                                                                       "arguments": {"timezone": "UTC"}}},
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("stdin", ["pipe", "file"])
+def test_stdio_gateway_reads_pipes_and_files_and_survives_garbage(home: Home, stdin: str, tmp_path: Path) -> None:
+    """Pipes are read on the event loop, a regular file in a worker thread. Both answer every request, even
+    one still running when stdin ends, and a line that is not JSON gets a parse error, not the end of the session."""
+    script = b"{not json\n" + _STDIN_SCRIPT + b"\n"
+    argv = bosun_cmd("gateway", "run")
+    if stdin == "file":
+        (tmp_path / "in.jsonl").write_bytes(script)
+        with (tmp_path / "in.jsonl").open("rb") as f:
+            out = subprocess.run(argv, stdin=f, capture_output=True, env=env_for(home), timeout=120).stdout
+    else:
+        out = subprocess.run(argv, input=script, capture_output=True, env=env_for(home), timeout=120).stdout
+    replies = [json.loads(line) for line in out.splitlines()]
+    assert replies[0]["error"]["code"] == types.PARSE_ERROR
+    assert replies[1]["id"] == 1 and replies[1]["result"]["serverInfo"]["name"] == "bosun"
+    assert replies[2]["id"] == 2 and '"timezone": "UTC"' in replies[2]["result"]["content"][0]["text"]
 
 
 async def test_resources_prompts_and_list_changed_through_gateway(home: Home) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 import uvicorn
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bosun.gateway.agents import OPERATOR, Directory, token_hash
 from bosun.gateway.core import Gateway
+from bosun.gateway.stdio import pipe_stdio
 from bosun.telemetry.metrics import CONTENT_TYPE
 
 log = logging.getLogger("bosun.gateway")
@@ -47,7 +47,7 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
 async def serve_stdio(server: Server[Any]) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_signals, tg.cancel_scope)
-        async with stdio_server() as (read, write):
+        async with pipe_stdio() as (read, write):
             await server.run(read, write, _init_options(server))
         tg.cancel_scope.cancel()
 

@@ -1,0 +1,208 @@
+"""The gateway's stdio transport: newline-delimited JSON-RPC on the event loop's own pipes.
+
+The SDK's ``stdio_server`` reads and writes through thread-wrapped files, so every message
+costs a hop to a worker thread and back; profiled under load that was about a seventh of the
+stdio gateway's busy time. When stdin and stdout are pipes, sockets or terminals (what an MCP
+client gives a child), this transport reads and writes them with asyncio's non-blocking pipe
+transports instead; anything else (a regular file, say) is read in a worker thread as before.
+
+Like the SDK's, it takes fds 0 and 1 for itself while serving and points them at the null
+device and at stderr, so a stray ``print`` in a library cannot corrupt the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import anyio
+import mcp.types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage
+
+log = logging.getLogger("bosun.gateway")
+
+DRAIN_S = 60  # how long answers to requests still in flight are awaited after stdin ends
+MAX_MESSAGE = 16 * 1024 * 1024  # bytes in one line; a longer one is refused, not buffered forever
+
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+
+
+class _Claim:
+    """Fds 0 and 1 moved to private duplicates, and put back on exit."""
+
+    def __init__(self) -> None:
+        self.stdin = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+        self.stdout = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+        self._flags = {fd: fcntl.fcntl(fd, fcntl.F_GETFL) for fd in (self.stdin, self.stdout)}
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(2, 1)
+
+    def release(self) -> None:
+        # asyncio made the shared file descriptions non-blocking; a shell reusing them must not inherit that.
+        for fd, flags in self._flags.items():
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        os.dup2(self.stdin, 0)
+        os.dup2(self.stdout, 1)
+
+
+class _Pipes:
+    """Pipes, sockets or terminals: asyncio's non-blocking transports, no threads."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reading: asyncio.BaseTransport):
+        self._reader, self._writer, self._reading = reader, writer, reading
+
+    @classmethod
+    async def open(cls, claim: _Claim) -> _Pipes:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_MESSAGE, loop=loop)
+        read_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        in_pipe = os.fdopen(claim.stdin, "rb", buffering=0, closefd=False)
+        out_pipe = os.fdopen(claim.stdout, "wb", buffering=0, closefd=False)
+        reading, _ = await loop.connect_read_pipe(lambda: read_protocol, in_pipe)
+        try:
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out_pipe)
+        except BaseException:
+            reading.close()
+            raise
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop), reading)
+
+    async def readline(self) -> bytes:
+        try:
+            return await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial  # the last message may come without its newline; b"" at the end
+        except asyncio.LimitOverrunError:
+            raise _TooLong from None
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._reading.close()
+        self._writer.close()
+
+
+class _Files:
+    """Anything else (a regular file, say), which cannot be read without blocking: a worker thread."""
+
+    def __init__(self, claim: _Claim) -> None:
+        self._in = os.fdopen(claim.stdin, "rb", closefd=False)
+        self._out = anyio.wrap_file(os.fdopen(claim.stdout, "wb", closefd=False))
+
+    async def readline(self) -> bytes:
+        line = await anyio.to_thread.run_sync(self._in.readline, MAX_MESSAGE + 1)
+        if len(line) > MAX_MESSAGE:
+            raise _TooLong
+        return line
+
+    async def write(self, data: bytes) -> None:
+        await self._out.write(data)
+        await self._out.flush()
+
+    def close(self) -> None:
+        pass  # the descriptors belong to the claim
+
+
+class _InFlight:
+    """The client's requests not yet answered."""
+
+    def __init__(self) -> None:
+        self.ids: set[types.RequestId] = set()
+        self._empty: anyio.Event | None = None
+
+    def answered(self, request_id: types.RequestId | None) -> None:
+        self.ids.discard(request_id)
+        if not self.ids and self._empty is not None:
+            self._empty.set()
+
+    async def drained(self) -> None:
+        if self.ids:
+            self._empty = anyio.Event()
+            await self._empty.wait()
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _parse_error(e: Exception) -> SessionMessage:
+    error = types.ErrorData(code=types.PARSE_ERROR, message=f"not a JSON-RPC message: {str(e)[:300]}")
+    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=None, error=error))
+
+
+@contextlib.asynccontextmanager
+async def pipe_stdio() -> AsyncIterator[Streams]:
+    """The process's stdin and stdout as the message streams ``Server.run`` takes."""
+    claim = _Claim()
+    wire: _Pipes | _Files
+    try:
+        wire = await _Pipes.open(claim)
+    except ValueError:
+        wire = _Files(claim)
+    read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
+    written = anyio.Event()
+    in_flight = _InFlight()
+
+    async def read_lines() -> None:
+        async with read_send:
+            while True:
+                try:
+                    line = await wire.readline()
+                except _TooLong:
+                    log.error("a client message exceeds %d bytes; closing stdio", MAX_MESSAGE)
+                    return
+                if not line:
+                    # A client that sends its requests and closes stdin (a script, a pipe) still gets
+                    # every answer: ending the session at once would cancel them.
+                    with anyio.move_on_after(DRAIN_S):
+                        await in_flight.drained()
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                except ValueError as e:
+                    # The SDK's server drops such a line silently; the client deserves an answer, and we a record.
+                    log.warning("refused a malformed message on stdio: %s", str(e)[:300])
+                    await write_send.send(_parse_error(e))
+                    continue
+                if isinstance(message, types.JSONRPCRequest):
+                    in_flight.ids.add(message.id)
+                await read_send.send(SessionMessage(message))
+
+    async def write_lines() -> None:
+        try:
+            async with write_recv:
+                async for sm in write_recv:
+                    if isinstance(sm.message, types.JSONRPCResponse | types.JSONRPCError):
+                        in_flight.answered(sm.message.id)
+                    await wire.write(sm.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n")
+        except (ConnectionError, RuntimeError, OSError):
+            pass  # the client went away; the end of stdin ends the session
+        finally:
+            written.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_lines)
+            tg.start_soon(write_lines)
+            try:
+                yield read_recv, write_send
+            finally:
+                await write_send.aclose()
+                with anyio.move_on_after(5, shield=True):
+                    await written.wait()  # the last replies reach the client before stdio is let go
+                tg.cancel_scope.cancel()
+    finally:
+        wire.close()
+        claim.release()
