@@ -659,11 +659,8 @@ class Gateway:
     ) -> tuple[types.CallToolResult, set[str]]:
         route = await self._tool_route(client, public)
         upstream = self.upstream(route.server, client)
-        session = await upstream.session()
         with upstream.relay.serving(downstream):
-            result = await session.call_tool(route.name, arguments or {}, progress_callback=progress)
-        if not isinstance(result, types.CallToolResult):
-            raise MCPError(types.INTERNAL_ERROR, f"{route.server} answered tools/call with an unsupported result")
+            result = await upstream.call_tool(route.name, arguments or {}, progress)
         result, hits = self.redactor.model(result)
         return result, hits
 

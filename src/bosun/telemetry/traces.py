@@ -1,20 +1,25 @@
 """OpenTelemetry traces over OTLP/HTTP, when the standard variables configure an endpoint.
 
 The MCP SDK already opens a span for each request a client sends the gateway and a child span for
-each request the gateway sends a server (and passes the trace context on to it); Bosun adds who
-asked and what was decided to the request's span (``annotate``). Without an endpoint, the SDK's
+each request the gateway's sessions send a server (and passes the trace context on to it); the
+tool calls Bosun forwards at the message level get the same child span here (``outbound``). Bosun
+adds who asked and what was decided to the request's span (``annotate``). Without an endpoint,
 spans go to OpenTelemetry's no-op tracer and cost next to nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 log = logging.getLogger("bosun.telemetry")
+
+_tracer = trace.get_tracer("bosun")
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -42,3 +47,14 @@ def annotate(agent: str, server: str, tool: str, decision: str, outcome: str) ->
     if span.is_recording():
         span.set_attributes({"bosun.agent": agent, "bosun.server": server, "bosun.tool": tool,
                              "bosun.decision": decision, "bosun.outcome": outcome})  # fmt: skip
+
+
+@contextlib.contextmanager
+def outbound(method: str, target: str, request_id: str, meta: dict[str, Any]) -> Iterator[None]:
+    """A client span for one request sent to a server, named as the SDK names its own, with the trace
+    context put into the request's ``_meta`` so the server's spans join the trace."""
+    attributes = {"mcp.method.name": method, "jsonrpc.request.id": request_id}
+    name = f"MCP send {method} {target}"
+    with _tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+        propagate.inject(meta)
+        yield
