@@ -11,9 +11,9 @@ session over HTTP, or requests in flight on the one stdio connection); the load 
 ceiling (the same generator against a canned reply); Bosun's cold first call (gateway up, container
 not yet started); the idle server container's memory and the gateway's RSS.
 
-The generator is raw JSON-RPC (httpx / asyncio pipes) in several processes, not the SDK client,
-whose own cost (measured here too) would hide the gateways'. Every reply is checked: a refusal or an
-error stops the run instead of being timed.
+The generator is raw JSON-RPC (hand-written HTTP/1.1 on asyncio streams, asyncio pipes) in several
+processes, not the SDK client, whose own cost (measured here too) would hide the gateways'. Every
+reply is checked: a refusal or an error stops the run instead of being timed.
 
     .venv/bin/python bench/peers.py [--calls 300] [--seconds 5]
 """
@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -124,43 +125,68 @@ class Stdio:
 
 
 class Http:
-    """One MCP session over streamable HTTP."""
+    """One MCP session over streamable HTTP on a keep-alive connection of its own.
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
-        self.client, self.url = client, url
+    Requests are written as bytes and replies parsed by hand (Content-Length, chunked, or to the end),
+    because httpx's own cost per request was most of what the generator could drive (about 1000/s).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str,
+                 headers: dict[str, str]) -> None:  # fmt: skip
+        self.reader, self.writer = reader, writer
+        parts = urlsplit(url)
+        self._head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in headers.items()))  # fmt: skip
         self.session: str | None = None
 
     @classmethod
-    async def start(cls, client: httpx.AsyncClient, url: str) -> Http:
-        peer = cls(client, url)
+    async def start(cls, url: str, headers: dict[str, str]) -> Http:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=16 * 1024 * 1024)
+        peer = cls(reader, writer, url, headers)
         await peer.request({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": HELLO})
         await peer.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return peer
 
-    async def post(self, msg: dict[str, Any]) -> httpx.Response:
-        headers = {"mcp-session-id": self.session} if self.session else {}
-        r = await self.client.post(self.url, json=msg, headers=headers)
-        r.raise_for_status()
-        self.session = r.headers.get("mcp-session-id", self.session)
-        return r
+    async def post(self, msg: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+        body = json.dumps(msg).encode()
+        session = f"Mcp-Session-Id: {self.session}\r\n" if self.session else ""
+        self.writer.write(f"{self._head}{session}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+        if "content-length" in headers:
+            data = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            chunks = []
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                chunks.append((await self.reader.readexactly(size + 2))[:-2])
+            await self.reader.readuntil(b"\r\n")
+            data = b"".join(chunks)
+        else:
+            data = await self.reader.read()
+        if status >= 400:
+            raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
+        self.session = headers.get("mcp-session-id", self.session)
+        return headers, data
 
     async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        r = await self.post(msg)
-        if not r.headers.get("content-type", "").startswith("text/event-stream"):
-            out: dict[str, Any] = r.json()
+        headers, data = await self.post(msg)
+        if not headers.get("content-type", "").startswith("text/event-stream"):
+            out: dict[str, Any] = json.loads(data)
             return out
-        for line in r.text.splitlines():
+        for line in data.decode().splitlines():
             if line.startswith("data:") and line[5:].strip():
                 reply: dict[str, Any] = json.loads(line[5:])
                 if reply.get("id") == msg["id"]:
                     return reply
         raise RuntimeError("no reply in the event stream")
 
-
-def http_client(headers: dict[str, str]) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    accept = {"Accept": "application/json, text/event-stream"}
-    return httpx.AsyncClient(headers={**accept, **headers}, timeout=60, limits=limits)
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -195,9 +221,12 @@ async def calls_in(requests: list[Request], tool: str, seconds: float) -> int:
 
 
 async def _http_worker(url: str, headers: dict[str, str], tool: str, sessions: int, seconds: float) -> int:
-    async with http_client(headers) as client:
-        peers = [await Http.start(client, url) for _ in range(sessions)]
+    peers = [await Http.start(url, headers) for _ in range(sessions)]
+    try:
         return await calls_in([p.request for p in peers], tool, seconds)
+    finally:
+        for peer in peers:
+            await peer.close()
 
 
 def _http_process(args: tuple[str, dict[str, str], str, int, float]) -> int:
@@ -239,31 +268,26 @@ def container_mb(label: str) -> float:
 
 
 async def canned_server(port: int) -> None:
-    """The cheapest possible MCP-shaped HTTP reply: the load generator's ceiling."""
-    import uvicorn
+    """The cheapest possible MCP-shaped HTTP reply (asyncio streams, no framework): the generator's ceiling."""
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        msg = json.loads(body or b"{}")
-        reply = {"jsonrpc": "2.0", "id": msg.get("id"), "result": {"content": [{"type": "text", "text": "hi"}]}}
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200 if "id" in msg else 202,
-                "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", b"canned")],
-            }
-        )
-        await send({"type": "http.response.body", "body": json.dumps(reply).encode() if "id" in msg else b""})
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                msg = json.loads(await reader.readexactly(length))
+                if "id" not in msg:
+                    writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                result = {"content": [{"type": "text", "text": "hi"}]}
+                body = json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: canned\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        writer.close()
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    await uvicorn.Server(config).serve()
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
 
 
 def _canned_process(port: int) -> None:
@@ -359,9 +383,11 @@ async def stdio_path(argv: list[str], env: dict[str, str] | None, tool: str, cal
 
 
 async def http_sequential(url: str, headers: dict[str, str], tool: str, calls: int) -> list[float]:
-    async with http_client(headers) as client:
-        peer = await Http.start(client, url)
+    peer = await Http.start(url, headers)
+    try:
         return await sequential(peer.request, tool, calls)
+    finally:
+        await peer.close()
 
 
 def http_path(url: str, headers: dict[str, str], tool: str, calls: int, seconds: float

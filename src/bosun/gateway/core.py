@@ -169,6 +169,9 @@ class Gateway:
         self._config_mtime = self._mtime()
         self._secrets_mtime = self._mtime(self.secrets.path)
         self.listeners: list[Callable[[], Awaitable[None]]] = []
+        # client -> the least severe server log message it asked for (logging/setLevel); applied when relaying,
+        # as one shared server serves clients that asked for different levels
+        self.log_levels: dict[str, types.LoggingLevel] = {}
         self.metrics = Metrics(lambda: self._upstreams.values())
 
     # -- lifecycle ---------------------------------------------------------------------------

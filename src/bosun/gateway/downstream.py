@@ -17,12 +17,11 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import mcp.types as types
 from mcp.client.session import ClientRequestContext
-from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import BaseModel, ValidationError
@@ -97,11 +96,32 @@ class InputBridge:
             await self._wake.wait()
 
 
+class ClientSide(Protocol):
+    """What serving a request needs of the client behind it: the SDK's ``ServerSession``, or the
+    HTTP lane's session for the tool calls it serves itself."""
+
+    async def send_request(
+        self,
+        request: Any,
+        result_type: type[ResultT],
+        request_read_timeout_seconds: float | None = None,
+        metadata: ServerMessageMetadata | None = None,
+        progress_callback: Any = None,
+    ) -> ResultT: ...
+
+    async def send_log_message(
+        self, level: types.LoggingLevel, data: Any, logger: str | None = None,
+        related_request_id: types.RequestId | None = None,
+    ) -> None: ...  # fmt: skip
+
+    def check_client_capability(self, capability: types.ClientCapabilities) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Downstream:
     """One client request being served: the client's session, that request's id, and its era."""
 
-    session: ServerSession
+    session: ClientSide
     request_id: types.RequestId | None
     bridge: InputBridge | None = None
     log_level: types.LoggingLevel | None = None  # the least severe log message the client asked for

@@ -31,3 +31,17 @@ def split(name: str) -> tuple[str, str]:
     if not sep or not server or not rest:
         raise ValueError(f"{name!r} is not a gateway tool name (expected <server>{SEPARATOR}<tool>)")
     return server, rest
+
+
+class Naming:
+    """Names as clients see them: ``server__name`` on a gateway of many servers, the server's own names on
+    a gateway of one (``--server``), where a client written for that server works unchanged."""
+
+    def __init__(self, only: str | None) -> None:
+        self.prefix = f"{only}{SEPARATOR}" if only else ""
+
+    def public(self, name: str) -> str:
+        return self.prefix + name
+
+    def shown(self, public: str) -> str:
+        return public.removeprefix(self.prefix)

@@ -18,10 +18,10 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 import bosun
-from bosun.gateway import names
 from bosun.gateway.agents import OPERATOR
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
+from bosun.gateway.names import Naming
 from bosun.gateway.transports import AGENT_HEADER
 
 log = logging.getLogger("bosun.gateway")
@@ -125,20 +125,6 @@ class AuditMiddleware:
             note.update(decision="deny", outcome="refused", reason=reason[:500])
 
 
-class Naming:
-    """Names as clients see them: ``server__name`` on a gateway of many servers, the server's own names on
-    a gateway of one (``--server``), where a client written for that server works unchanged."""
-
-    def __init__(self, only: str | None) -> None:
-        self.prefix = f"{only}{names.SEPARATOR}" if only else ""
-
-    def public(self, name: str) -> str:
-        return self.prefix + name
-
-    def shown(self, public: str) -> str:
-        return public.removeprefix(self.prefix)
-
-
 def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     """The SDK server for ``gateway``; a stdio client is ``local_agent``, HTTP ones bring a token."""
     naming = Naming(gateway.only)
@@ -150,10 +136,8 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
         gateway.bind(client, agent_of(ctx, local_agent))
         return client
 
-    levels: dict[str, types.LoggingLevel] = {}  # client -> the level it set with logging/setLevel
-
     def downstream(ctx: Ctx) -> Downstream:
-        return Downstream(ctx.session, ctx.request_id, log_level=levels.get(client_key(ctx)))
+        return Downstream(ctx.session, ctx.request_id, log_level=gateway.log_levels.get(client_key(ctx)))
 
     async def tools_changed() -> None:
         for conn in list(connections):
@@ -197,7 +181,7 @@ def build_server(gateway: Gateway, local_agent: str = OPERATOR) -> Server[Any]:
     async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         # Applied to the servers' log messages relayed to this client; servers keep their own level, as one
         # shared server serves clients that asked for different levels.
-        levels[who(ctx)] = params.level
+        gateway.log_levels[who(ctx)] = params.level
         return types.EmptyResult()
 
     async def subscribe(ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:

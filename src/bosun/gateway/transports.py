@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bosun.gateway.agents import OPERATOR, Directory, token_hash
 from bosun.gateway.core import Gateway
+from bosun.gateway.lane import Lane
 from bosun.gateway.stdio import pipe_stdio
 from bosun.telemetry.metrics import CONTENT_TYPE
 
@@ -138,7 +139,11 @@ def http_app(
         allowed_origins=[f"http://{h}:{port}" for h in local] + allowed_origins,
     )
     routes = [Route("/healthz", healthz), _metrics_route(gateway, token)]
-    app = server.streamable_http_app(host=host, transport_security=security, custom_starlette_routes=routes)
+    # Idle sessions are ended by the lane, which sees every request; the SDK's timer sees only those it serves.
+    app: ASGIApp = server.streamable_http_app(
+        host=host, transport_security=security, custom_starlette_routes=routes, session_idle_timeout=None
+    )
+    app = Lane(app, gateway, security)
     return BearerAuth(app, gateway.directory, token) if token else app
 
 

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,9 +57,15 @@ class Wire:
     Their ids are strings with a prefix of their own, so they never meet the session's integer ids.
     """
 
-    def __init__(self, channel: StdioChannel, server: str) -> None:
+    def __init__(
+        self,
+        channel: StdioChannel,
+        server: str,
+        on_log: Callable[[types.LoggingMessageNotificationParams], Awaitable[None]] | None = None,
+    ) -> None:
         self._channel = channel
         self._server = server
+        self._on_log = on_log
         self._ids = itertools.count(1)
         self._waiting: dict[str, _Waiting] = {}
         self._closed: str | None = None
@@ -103,6 +109,16 @@ class Wire:
                 return request_id.startswith("bosun-")  # a late reply to a cancelled request
             waiting.message = message
             waiting.reply.set()
+            return True
+        if message.get("method") == "notifications/message" and self._on_log is not None:
+            # Here, not in the session: a call's log lines must be relayed before its reply, which the
+            # session, reading its own stream in its own task, would not guarantee.
+            try:
+                log_params = types.LoggingMessageNotificationParams.model_validate(message.get("params"))
+            except ValueError:
+                return False
+            with contextlib.suppress(Exception):
+                await self._on_log(log_params)
             return True
         if message.get("method") == "notifications/progress":
             params = message.get("params") or {}
@@ -273,7 +289,7 @@ class Upstream:
         container: ContainerInfo | None = None
         try:
             container, channel = await self._backend.start(self._spec_factory(), self._stderr)
-            wire = Wire(channel, self.name)
+            wire = Wire(channel, self.name, on_log=self.relay.logging)
             async with (
                 channel_transport(channel, self.name, wire) as (read, write),
                 ClientSession(

@@ -2,7 +2,8 @@
 
 The MCP SDK already opens a span for each request a client sends the gateway and a child span for
 each request the gateway's sessions send a server (and passes the trace context on to it); the
-tool calls Bosun forwards at the message level get the same child span here (``outbound``). Bosun
+tool calls Bosun serves and forwards at the message level get the same spans here (``inbound``,
+``outbound``). Bosun
 adds who asked and what was decided to the request's span (``annotate``). Without an endpoint,
 spans go to OpenTelemetry's no-op tracer and cost next to nothing.
 """
@@ -57,4 +58,17 @@ def outbound(method: str, target: str, request_id: str, meta: dict[str, Any]) ->
     name = f"MCP send {method} {target}"
     with _tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
         propagate.inject(meta)
+        yield
+
+
+@contextlib.contextmanager
+def inbound(method: str, target: str, request_id: str | int, meta: dict[str, Any]) -> Iterator[None]:
+    """A server span for one request a client sent, as the SDK opens for the requests it serves: a child
+    of the trace context in the request's ``_meta`` when there is one."""
+    parent = propagate.extract(meta) if meta else None
+    if parent is not None and not trace.get_current_span(parent).get_span_context().is_valid:
+        parent = None
+    attributes = {"mcp.method.name": method, "jsonrpc.request.id": str(request_id)}
+    name = f"{method} {target}"
+    with _tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes):
         yield
