@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx2
 from mcp import Client
@@ -27,9 +28,10 @@ def running_gateway_url(home: Home) -> str | None:
     return str(state["url"])
 
 
-def http_client(url: str, token: str) -> Client:
+def http_client(url: str, token: str, **options: Any) -> Client:
+    """An MCP client of the gateway at ``url``; ``options`` go to ``mcp.Client`` (callbacks, mode)."""
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=300))
-    return Client(streamable_http_client(url, http_client=http))
+    return Client(streamable_http_client(url, http_client=http), **options)
 
 
 @asynccontextmanager

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import mcp.types as types
 import pytest
 from _util import bosun_cmd, env_for, run_bosun
-from conftest import HttpGateway
+from conftest import HttpGateway, start_http_gateway
 from mcp import Client, StdioServerParameters
 
 from bosun.client import http_client
@@ -208,8 +210,22 @@ async def test_http_gateway_exit_leaves_no_containers(home: Home, http_gateway: 
     await _assert_no_containers_soon()
 
 
+@contextlib.asynccontextmanager
+async def _client(home: Home, transport: str, **options: Any) -> AsyncIterator[Client]:
+    """An SDK client of a gateway process over ``transport``; over HTTP, handshake-era tool calls take the lane."""
+    if transport == "stdio":
+        params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
+        async with Client(params, **options) as client:
+            yield client
+        return
+    with start_http_gateway(home) as gw:
+        async with http_client(gw.url, gw.token, **options) as client:
+            yield client
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
 @pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["handshake-era", "2026-era"])
-async def test_server_requests_and_progress_reach_the_calling_client(home: Home, mode: str) -> None:
+async def test_server_requests_and_progress_reach_the_calling_client(home: Home, mode: str, transport: str) -> None:
     """Handshake-era clients get back-channel requests; 2026-era clients get InputRequiredResult rounds."""
     s = Settings.load(home.config_file)
     s.servers["everything"] = s.servers["time"].model_copy()
@@ -231,8 +247,8 @@ async def test_server_requests_and_progress_reach_the_calling_client(home: Home,
     async def on_progress(p: float, total: float | None, message: str | None) -> None:
         progress.append(p)
 
-    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
-    async with Client(params, sampling_callback=sampling, elicitation_callback=elicitation, mode=mode) as client:
+    callbacks: dict[str, Any] = {"sampling_callback": sampling, "elicitation_callback": elicitation}
+    async with _client(home, transport, mode=mode, **callbacks) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         # everything registers these only for a client that can answer them: the gateway advertises it.
         assert {"everything__trigger-sampling-request", "everything__trigger-elicitation-request"} <= names
@@ -248,12 +264,12 @@ async def test_server_requests_and_progress_reach_the_calling_client(home: Home,
         assert progress == [1, 2, 3]
 
 
-async def test_cancelled_call_does_not_hold_up_the_next_one(home: Home) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_cancelled_call_does_not_hold_up_the_next_one(home: Home, transport: str) -> None:
     s = Settings.load(home.config_file)
     s.servers["everything"] = s.servers["time"].model_copy()
     s.save(home.config_file)
-    params = StdioServerParameters(command=sys.executable, args=bosun_cmd("gateway", "run")[1:], env=env_for(home))
-    async with Client(params, mode="legacy") as client:
+    async with _client(home, transport, mode="legacy") as client:
         assert _text(await client.call_tool("everything__echo", {"message": "warm"})).endswith("warm")
         with anyio.move_on_after(1) as scope:  # the client gives up; the SDK sends notifications/cancelled
             await client.call_tool("everything__trigger-long-running-operation", {"duration": 30, "steps": 30})
