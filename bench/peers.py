@@ -131,20 +131,18 @@ class Http:
     because httpx's own cost per request was most of what the generator could drive (about 1000/s).
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str,
-                 headers: dict[str, str]) -> None:  # fmt: skip
-        self.reader, self.writer = reader, writer
-        parts = urlsplit(url)
-        self._head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url = urlsplit(url)
+        self._head = (f"POST {self.url.path or '/'} HTTP/1.1\r\nHost: {self.url.netloc}\r\n"
                       "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
                       + "".join(f"{k}: {v}\r\n" for k, v in headers.items()))  # fmt: skip
         self.session: str | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def start(cls, url: str, headers: dict[str, str]) -> Http:
-        parts = urlsplit(url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=16 * 1024 * 1024)
-        peer = cls(reader, writer, url, headers)
+        peer = cls(url, headers)
         await peer.request({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": HELLO})
         await peer.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return peer
@@ -152,8 +150,22 @@ class Http:
     async def post(self, msg: dict[str, Any]) -> tuple[dict[str, str], bytes]:
         body = json.dumps(msg).encode()
         session = f"Mcp-Session-Id: {self.session}\r\n" if self.session else ""
-        self.writer.write(f"{self._head}{session}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        request = f"{self._head}{session}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        fresh = self.writer is None
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.url.hostname, self.url.port, limit=1 << 24)
+        assert self.reader is not None
+        self.writer.write(request)
+        try:
+            raw_head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
+            if fresh or (isinstance(e, asyncio.IncompleteReadError) and e.partial):
+                raise
+            # The server closed the kept-alive connection between requests (a keep-alive timeout): as any
+            # HTTP client does, send the request again on a new one.
+            await self.close()
+            return await self.post(msg)
+        head = raw_head.decode("latin-1").split("\r\n")
         status = int(head[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
         if "content-length" in headers:
@@ -166,6 +178,9 @@ class Http:
             data = b"".join(chunks)
         else:
             data = await self.reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
         if status >= 400:
             raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
         self.session = headers.get("mcp-session-id", self.session)
@@ -184,9 +199,11 @@ class Http:
         raise RuntimeError("no reply in the event stream")
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
 
 
 # -- measurements --------------------------------------------------------------------------------
