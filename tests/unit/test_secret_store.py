@@ -100,6 +100,18 @@ def test_redactor_leaves_clean_results_untouched() -> None:
     assert os.environ.get(PASSPHRASE_ENV) is None
 
 
+def test_a_multi_line_stored_value_is_found_through_json_escapes() -> None:
+    """A stored PEM key has newlines, which JSON escapes: the serialised search must still find it."""
+    pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"
+    r = Redactor({"signing-key": pem})
+    dirty = types.CallToolResult(content=[types.TextContent(type="text", text=f"key:\n{pem}\n")])
+    cleaned, hits = r.model(dirty)
+    assert hits == {"signing-key"} and pem not in cleaned.model_dump_json() and "MIIEvQ" not in str(cleaned)
+    assert r.value({"a": [f"x{pem}"]}) == ({"a": ["x[REDACTED:signing-key]"]}, {"signing-key"})
+    clean = types.CallToolResult(content=[types.TextContent(type="text", text="nothing here")])
+    assert r.model(clean)[0] is clean
+
+
 def test_all_returns_every_value_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSPHRASE_ENV, "pass")
     store = SecretStore(tmp_path)

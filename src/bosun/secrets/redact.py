@@ -44,10 +44,13 @@ class Redactor:
         self._kinds: list[tuple[re.Pattern[str], str | None]] = [(re.compile(alternatives), None)] if usable else []
         self._kinds += [(re.compile(regex), name) for name, regex in FORMATS.items()] if formats else []
         self._names = usable
-        # A model's JSON can stand in for its strings when no stored value changes when JSON-escaped and
-        # the formats lose their word boundaries (an escape such as \n puts a letter before a token).
-        json_safe = all(json.dumps(v, ensure_ascii=False)[1:-1] == v for v in usable)
-        self._prefilter = [re.compile(p.pattern.replace(r"\b", "")) for p, _ in self._kinds] if json_safe else None
+        # A model's JSON can stand in for its strings when stored values are also sought JSON-escaped (a PEM
+        # key's newlines are \n there) and the formats lose their word boundaries (an escape such as \n
+        # puts a letter before a token).
+        escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in usable} | set(usable)
+        stored = [re.compile("|".join(map(re.escape, sorted(escaped, key=len, reverse=True))))] if usable else []
+        formats_ = [re.compile(p.pattern.replace(r"\b", "")) for p, name in self._kinds if name is not None]
+        self._prefilter = stored + formats_
 
     def text(self, value: str) -> tuple[str, set[str]]:
         """The text with each secret replaced by ``[REDACTED:name]``, and the names found."""
@@ -82,8 +85,8 @@ class Redactor:
         return value, hits
 
     def _clean(self, dumped: str) -> bool:
-        """Whether JSON text surely holds no secret (the prefilter cannot rule anything out otherwise)."""
-        return self._prefilter is not None and not any(p.search(dumped) for p in self._prefilter)
+        """Whether JSON text surely holds no secret."""
+        return not any(p.search(dumped) for p in self._prefilter)
 
     def model(self, model: M) -> tuple[M, set[str]]:
         """A copy of ``model`` with every string inside it redacted; the same object when clean."""
