@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -39,6 +40,73 @@ class Source(_Strict):
         if not _EXACT_VERSION.match(v):
             raise ValueError(f"must be an exact version such as 1.2.3, not {v!r}")
         return v
+
+    @property
+    def runtime(self) -> Literal["python", "node"]:
+        return "python" if self.type == "pypi" else "node"
+
+    def describe(self) -> str:
+        return f"{self.type}:{self.package}{'==' if self.type == 'pypi' else '@'}{self.version}"
+
+    def shaping(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+# Never part of a project's image: version control, caches, local environments and installed dependencies
+# (reinstalled from the registries at build time).
+PATH_IGNORED = frozenset({".git", ".hg", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
+                          ".pytest_cache", ".ruff_cache", ".tox", ".DS_Store"})  # fmt: skip
+MAX_PATH_FILES = 5000
+
+
+class PathSource(_Strict):
+    """A Python or Node project folder of your own, packaged the way a PyPI or npm package is: the
+    folder is installed with pip (its ``pyproject.toml``) or npm (its ``package.json``) at build time.
+
+    Its version is a hash of the folder's files, so any change to them builds a new image."""
+
+    type: Literal["path"]
+    path: Path
+    runtime: Literal["python", "node"]
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(v)!r}")
+        return v
+
+    def files(self) -> list[tuple[str, Path]]:
+        """The project's files as (path inside the project, file), sorted; ignored folders left out."""
+        if not self.path.is_dir():
+            raise ValueError(f"the project folder {self.path} does not exist")
+        out: list[tuple[str, Path]] = []
+        for found in sorted(self.path.rglob("*")):
+            relative = found.relative_to(self.path)
+            if any(part in PATH_IGNORED for part in relative.parts) or found.suffix == ".pyc":
+                continue
+            if found.is_symlink() or not found.is_file():
+                continue  # a link could pull in anything on this machine; folders come with their files
+            out.append((relative.as_posix(), found))
+            if len(out) > MAX_PATH_FILES:
+                raise ValueError(f"{self.path} has more than {MAX_PATH_FILES} files; is it the right folder?")
+        return out
+
+    def tree_digest(self) -> str:
+        digest = hashlib.sha256()
+        for relative, found in self.files():
+            digest.update(relative.encode() + b"\0" + hashlib.sha256(found.read_bytes()).digest())
+        return digest.hexdigest()
+
+    @property
+    def version(self) -> str:
+        return "local-" + self.tree_digest()[:12]
+
+    def describe(self) -> str:
+        return f"path:{self.path} ({self.runtime})"
+
+    def shaping(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json"), "tree": self.tree_digest()}
 
 
 class SecretRef(_Strict):
@@ -81,7 +149,7 @@ class Entry(_Strict):
     name: ServerName
     title: str
     description: str
-    source: Source
+    source: Annotated[Source | PathSource, Field(discriminator="type")]
     command: list[str] = Field(min_length=1)
     args: list[str] = []
     env: dict[str, str] = {}
@@ -111,7 +179,7 @@ class Entry(_Strict):
 
     @property
     def base_image(self) -> str:
-        return "bosun/base-python:latest" if self.source.type == "pypi" else "bosun/base-node:latest"
+        return "bosun/base-python:latest" if self.source.runtime == "python" else "bosun/base-node:latest"
 
     @property
     def image_tag(self) -> str:
@@ -119,5 +187,5 @@ class Entry(_Strict):
 
     def digest(self) -> str:
         """A stable hash of everything that shapes the image; the lock uses it to skip rebuilds."""
-        shaping = {"source": self.source.model_dump(), "system_packages": sorted(self.system_packages)}
+        shaping = {"source": self.source.shaping(), "system_packages": sorted(self.system_packages)}
         return "sha256:" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()

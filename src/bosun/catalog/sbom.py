@@ -36,7 +36,7 @@ def build_sbom(entry: Entry, image_id: str, packages: list[Package]) -> str:
         version=image_id,
         type=ComponentType.CONTAINER,
         bom_ref=image_id,
-        description=f"{entry.title}: {entry.source.type} {entry.source.package}=={entry.source.version}",
+        description=f"{entry.title}: {entry.source.describe()}",
     )
     bom.metadata.component = image
     parts = [

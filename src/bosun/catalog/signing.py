@@ -87,7 +87,7 @@ def provenance(entry: Entry, base_image_id: str) -> dict[str, Any]:
             "externalParameters": {
                 "entry": entry.name,
                 "entryDigest": entry.digest(),
-                "source": entry.source.model_dump(),
+                "source": entry.source.shaping(),
             },
             "resolvedDependencies": [
                 {"uri": entry.base_image, "digest": {"sha256": base_image_id.removeprefix("sha256:")}}

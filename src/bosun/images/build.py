@@ -1,4 +1,5 @@
-"""Building one hardened image per catalog entry from its real registry package."""
+"""Building one hardened image per catalog entry from its real registry package, or from a project
+folder of the user's own installed the same way."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 import docker
 from docker.errors import ImageNotFound
 
-from bosun.catalog.models import Entry
+from bosun.catalog.models import Entry, PathSource
 from bosun.catalog.sbom import build_sbom, save_sbom
 from bosun.catalog.signing import attestation_path, sign_image
 from bosun.home import Home
@@ -43,18 +44,22 @@ def render_dockerfile(entry: Entry) -> str:
             "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
             f"--no-install-recommends {pkgs} && {_CLEAN_APT} && {DROP_PRIVILEGED_FILES}"
         )
-    if src.type == "pypi":
-        spec = shlex.quote(f"{src.package}=={src.version}")
+    if isinstance(src, PathSource):
+        # The project folder arrives in the build context as src/ (see build_entry).
+        lines.append(f"COPY src {'/src' if src.runtime == 'python' else '/app'}")
+    if src.runtime == "python":
+        spec = "/src" if isinstance(src, PathSource) else shlex.quote(f"{src.package}=={src.version}")
+        cleanup = " && rm -rf /src" if isinstance(src, PathSource) else ""
         lines += [
             f"RUN python3 -m venv /opt/venv && PIP_CERT={BUILD_CA_PATH} /opt/venv/bin/pip install -q "
-            f"--no-cache-dir --disable-pip-version-check {spec} && {_DROP_INSTALLERS}",
+            f"--no-cache-dir --disable-pip-version-check {spec}{cleanup} && {_DROP_INSTALLERS}",
             "ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
         ]
     else:
-        spec = shlex.quote(f"{src.package}@{src.version}")
+        spec = "" if isinstance(src, PathSource) else " " + shlex.quote(f"{src.package}@{src.version}")
         lines += [
             f"RUN mkdir -p /app && cd /app && NODE_EXTRA_CA_CERTS={BUILD_CA_PATH} npm install --omit=dev "
-            f"--no-audit --no-fund --loglevel=error {spec} && rm -rf /root/.npm /tmp/*",
+            f"--no-audit --no-fund --loglevel=error{spec} && rm -rf /root/.npm /tmp/*",
             "ENV PATH=/app/node_modules/.bin:/usr/local/bin:/usr/bin:/bin NODE_ENV=production",
         ]
     lines += [
@@ -111,12 +116,14 @@ def build_entry(
         if not attestation_path(home.root, locked.image_id).exists():
             _attest(client, entry, locked.image_id, base_id, home, progress)
         return BuildResult(entry.name, locked.tag, locked.image_id, rebuilt=False)
-    progress(f"building {entry.image_tag} from {entry.source.type} {entry.source.package}=={entry.source.version}")
+    progress(f"building {entry.image_tag} from {entry.source.describe()}")
+    project = entry.source.files() if isinstance(entry.source, PathSource) else []
     image_id = build(
         client,
         render_dockerfile(entry),
         entry.image_tag,
         progress,
+        extra_files={f"src/{relative}": found for relative, found in project},
         labels={"io.bosun.entry": entry.name, "io.bosun.entry-digest": entry.digest()},
     )
     report = audit(client, image_id)
