@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures.processes import free_port, started
-from peers import Http, call, checked, http_client
+from peers import Http, call, checked
 
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
@@ -43,22 +43,25 @@ async def _sessions(url: str, headers: dict[str, str], servers: list[str], n: in
                     ) -> tuple[list[float], list[str]]:  # fmt: skip
     latencies: list[float] = []
     errors: list[str] = []
-    async with http_client(headers) as client:
-        peers = [await Http.start(client, url) for _ in range(n)]
-        deadline = time.perf_counter() + seconds
+    peers = [await Http.start(url, headers) for _ in range(n)]
+    deadline = time.perf_counter() + seconds
 
-        async def loop(peer: Http, k: int) -> None:
-            i = k * 10_000_000
-            while time.perf_counter() < deadline:
-                i += 1
-                t0 = time.perf_counter()
-                try:
-                    checked(await peer.request(call(i, f"{random.choice(servers)}__echo")))
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                except Exception as e:
-                    errors.append(str(e)[:200])
+    async def loop(peer: Http, k: int) -> None:
+        i = k * 10_000_000
+        while time.perf_counter() < deadline:
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                checked(await peer.request(call(i, f"{random.choice(servers)}__echo")))
+                latencies.append((time.perf_counter() - t0) * 1000)
+            except Exception as e:
+                errors.append(str(e)[:200])
 
+    try:
         await asyncio.gather(*(loop(p, k) for k, p in enumerate(peers)))
+    finally:
+        for peer in peers:
+            await peer.close()
     return latencies, errors
 
 
