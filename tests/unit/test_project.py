@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bosun.catalog.models import PathSource
+from bosun.catalog.models import DockerfileSource, PathSource
 from bosun.catalog.project import ProjectError, detect_command, entry_from_dir
 
 
@@ -45,15 +45,27 @@ def test_node_command_comes_from_bin_or_main(tmp_path: Path, package: dict[str, 
 def test_ambiguous_or_bad_folders_are_refused_with_what_to_pass(tmp_path: Path) -> None:
     _python(tmp_path, {"a": "m:a"})
     (tmp_path / "package.json").write_text("{}")
-    with pytest.raises(ProjectError, match=r"both a Python and a Node manifest.*--runtime"):
+    with pytest.raises(ProjectError, match=r"holds python and node.*--kind"):
         entry_from_dir("x", tmp_path)
-    assert entry_from_dir("x", tmp_path, runtime="python").command == ["a"]
+    assert entry_from_dir("x", tmp_path, kind="python").command == ["a"]
     with pytest.raises(ProjectError, match="name"):
-        entry_from_dir("Not_A_Name", tmp_path, runtime="python")
+        entry_from_dir("Not_A_Name", tmp_path, kind="python")
     with pytest.raises(ProjectError, match="not a folder"):
         entry_from_dir("x", tmp_path / "missing")
     with pytest.raises(ValueError, match="absolute"):
         PathSource(type="path", path=Path("relative"), runtime="python")
+
+
+def test_a_dockerfile_folder_needs_its_command_and_must_hold_the_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM bosun/base-python\n")
+    with pytest.raises(ProjectError, match="--command"):
+        entry_from_dir("d", tmp_path)
+    entry = entry_from_dir("d", tmp_path, command="python3 /srv/s.py")
+    assert isinstance(entry.source, DockerfileSource) and entry.base_image == "bosun/build-d"
+    assert [relative for relative, _ in entry.source.files()] == ["Dockerfile"]
+    (tmp_path / "Dockerfile").unlink()
+    with pytest.raises(ValueError, match="has no Dockerfile"):
+        entry.source.files()
 
 
 def test_the_image_holds_the_project_files_only_and_its_version_follows_them(tmp_path: Path) -> None:

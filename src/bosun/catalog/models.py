@@ -59,15 +59,10 @@ PATH_IGNORED = frozenset({".git", ".hg", "__pycache__", ".venv", "venv", "node_m
 MAX_PATH_FILES = 5000
 
 
-class PathSource(_Strict):
-    """A Python or Node project folder of your own, packaged the way a PyPI or npm package is: the
-    folder is installed with pip (its ``pyproject.toml``) or npm (its ``package.json``) at build time.
+class _Folder(_Strict):
+    """A folder of the user's own whose files make the image; its version is a hash of them."""
 
-    Its version is a hash of the folder's files, so any change to them builds a new image."""
-
-    type: Literal["path"]
     path: Path
-    runtime: Literal["python", "node"]
 
     @field_validator("path")
     @classmethod
@@ -77,9 +72,9 @@ class PathSource(_Strict):
         return v
 
     def files(self) -> list[tuple[str, Path]]:
-        """The project's files as (path inside the project, file), sorted; ignored folders left out."""
+        """The folder's files as (path inside the folder, file), sorted; ignored folders left out."""
         if not self.path.is_dir():
-            raise ValueError(f"the project folder {self.path} does not exist")
+            raise ValueError(f"the folder {self.path} does not exist")
         out: list[tuple[str, Path]] = []
         for found in sorted(self.path.rglob("*")):
             relative = found.relative_to(self.path)
@@ -102,11 +97,54 @@ class PathSource(_Strict):
     def version(self) -> str:
         return "local-" + self.tree_digest()[:12]
 
+    def shaping(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json"), "tree": self.tree_digest()}
+
+
+class PathSource(_Folder):
+    """A Python or Node project folder of your own, packaged the way a PyPI or npm package is: the
+    folder is installed with pip (its ``pyproject.toml``) or npm (its ``package.json``) at build time."""
+
+    type: Literal["path"]
+    runtime: Literal["python", "node"]
+
     def describe(self) -> str:
         return f"path:{self.path} ({self.runtime})"
 
+
+class DockerfileSource(_Folder):
+    """A build context folder and its Dockerfile, built as written (on Bosun's base images or any base
+    the engine already has), then finished by Bosun: setuid bits dropped, the server's uid, its command."""
+
+    type: Literal["dockerfile"]
+    dockerfile: Annotated[str, StringConstraints(pattern=r"^[^/][^:]*$")] = "Dockerfile"
+
+    def describe(self) -> str:
+        return f"dockerfile:{self.path / self.dockerfile}"
+
+    def files(self) -> list[tuple[str, Path]]:
+        files = super().files()
+        if self.dockerfile not in {relative for relative, _ in files}:
+            raise ValueError(f"{self.path} has no {self.dockerfile}")
+        return files
+
+
+class ImageSource(_Strict):
+    """An image already in the engine, named by digest only: never built by Bosun, so it runs only once
+    it carries a trusted signature (``bosun image verify``) or the user signs it (``bosun image sign``)."""
+
+    type: Literal["image"]
+    image: Annotated[str, StringConstraints(pattern=r"^(sha256:[0-9a-f]{64}|[^@\s]+@sha256:[0-9a-f]{64})$")]
+
+    @property
+    def version(self) -> str:
+        return "image-" + self.image.rpartition("sha256:")[2][:12]
+
+    def describe(self) -> str:
+        return f"image:{self.image}"
+
     def shaping(self) -> dict[str, Any]:
-        return {**self.model_dump(mode="json"), "tree": self.tree_digest()}
+        return self.model_dump()
 
 
 class SecretRef(_Strict):
@@ -149,7 +187,7 @@ class Entry(_Strict):
     name: ServerName
     title: str
     description: str
-    source: Annotated[Source | PathSource, Field(discriminator="type")]
+    source: Annotated[Source | PathSource | DockerfileSource | ImageSource, Field(discriminator="type")]
     command: list[str] = Field(min_length=1)
     args: list[str] = []
     env: dict[str, str] = {}
@@ -179,6 +217,12 @@ class Entry(_Strict):
 
     @property
     def base_image(self) -> str:
+        """What the image is made on: a Bosun base image, the user's own Dockerfile build (which Bosun
+        finishes), or for an image entry the image itself."""
+        if isinstance(self.source, ImageSource):
+            return self.source.image
+        if isinstance(self.source, DockerfileSource):
+            return f"bosun/build-{self.name}"
         return "bosun/base-python:latest" if self.source.runtime == "python" else "bosun/base-node:latest"
 
     @property

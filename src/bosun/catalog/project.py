@@ -1,8 +1,9 @@
-"""A catalog entry for a project folder of the user's own (``bosun server add NAME --from-dir DIR``).
+"""A catalog entry for a folder of the user's own (``bosun server add NAME --from-dir DIR``).
 
-The runtime comes from the folder's manifest (``pyproject.toml``/``setup.py``: Python;
-``package.json``: Node) and the command from the entry points it declares, when there is exactly
-one; otherwise the user names it. Nothing in the folder is run here: it is only read.
+What the folder is comes from what it holds: a Python project (``pyproject.toml``/``setup.py``),
+a Node one (``package.json``), or a ``Dockerfile`` with its build context. The command comes from
+the entry points a project declares, when there is exactly one; otherwise, and always for a
+Dockerfile, the user names it. Nothing in the folder is run here: it is only read.
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ from pydantic import ValidationError
 
 from bosun.catalog.models import Entry
 
-Runtime = Literal["python", "node"]
+Kind = Literal["python", "node", "dockerfile"]
 
 
 class ProjectError(ValueError):
     """The folder cannot become an entry as asked; the message says what to pass instead."""
 
 
-def detect_runtime(folder: Path) -> Runtime:
-    python = (folder / "pyproject.toml").is_file() or (folder / "setup.py").is_file()
-    node = (folder / "package.json").is_file()
-    if python == node:
-        found = "both a Python and a Node manifest" if python else "no pyproject.toml, setup.py or package.json"
-        raise ProjectError(f"{folder} has {found}; say which with --runtime python|node")
-    return "python" if python else "node"
+def detect_kind(folder: Path) -> Kind:
+    found: list[Kind] = []
+    if (folder / "pyproject.toml").is_file() or (folder / "setup.py").is_file():
+        found.append("python")
+    if (folder / "package.json").is_file():
+        found.append("node")
+    if (folder / "Dockerfile").is_file():
+        found.append("dockerfile")
+    if len(found) != 1:
+        held = " and ".join(found) or "no pyproject.toml, setup.py, package.json or Dockerfile"
+        raise ProjectError(f"{folder} holds {held}; say which to build with --kind python|node|dockerfile")
+    return found[0]
 
 
 def _read(path: Path, load: Any) -> dict[str, Any]:
@@ -41,10 +47,12 @@ def _read(path: Path, load: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def detect_command(folder: Path, runtime: Runtime) -> list[str]:
+def detect_command(folder: Path, kind: Kind) -> list[str]:
     """The command the project's manifest makes obvious: its one console script (Python, installed on PATH)
     or its one ``bin`` or its ``main`` (Node, run from /app where the folder is installed)."""
-    if runtime == "python":
+    if kind == "dockerfile":
+        raise ProjectError("say what starts the server in the image built from the Dockerfile: pass --command")
+    if kind == "python":
         pyproject = folder / "pyproject.toml"
         scripts = _read(pyproject, tomllib.loads).get("project", {}).get("scripts", {}) if pyproject.is_file() else {}
         if len(scripts) == 1:
@@ -66,7 +74,7 @@ def entry_from_dir(
     name: str,
     folder: Path,
     *,
-    runtime: Runtime | None = None,
+    kind: Kind | None = None,
     command: str | None = None,
     title: str | None = None,
     description: str | None = None,
@@ -76,15 +84,18 @@ def entry_from_dir(
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise ProjectError(f"{folder} is not a folder")
-    runtime = runtime or detect_runtime(folder)
-    argv = shlex.split(command) if command else detect_command(folder, runtime)
+    kind = kind or detect_kind(folder)
+    argv = shlex.split(command) if command else detect_command(folder, kind)
+    source: dict[str, str] = {"type": "dockerfile", "path": str(folder)}
+    if kind != "dockerfile":
+        source = {"type": "path", "path": str(folder), "runtime": kind}
     try:
         return Entry.model_validate(
             {
                 "name": name,
                 "title": title or name,
                 "description": description or f"In-house server built from {folder}.",
-                "source": {"type": "path", "path": str(folder), "runtime": runtime},
+                "source": source,
                 "command": argv,
             }
         )

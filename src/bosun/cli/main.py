@@ -26,9 +26,9 @@ from bosun.catalog import sources
 from bosun.catalog.formats.common import ImportResult
 from bosun.catalog.formats.read import read_path
 from bosun.catalog.loader import Catalog, CatalogError
-from bosun.catalog.models import Entry, PathSource
+from bosun.catalog.models import DockerfileSource, Entry, PathSource
 from bosun.catalog.pins import PinStore
-from bosun.catalog.project import Runtime, entry_from_dir
+from bosun.catalog.project import Kind, entry_from_dir
 from bosun.catalog.sbom import rows as sbom_rows
 from bosun.catalog.sbom import sbom_path
 from bosun.catalog.signing import Keys, TrustError, verify_image
@@ -43,7 +43,7 @@ from bosun.gateway.agents import OPERATOR, Agents, Directory
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
 from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
-from bosun.images.build import build_entry, render_dockerfile
+from bosun.images.build import build_entry, render_dockerfile, sign_adopted
 from bosun.images.dockerbuild import ImageBuildError
 from bosun.images.lock import Lock
 from bosun.runtime import engine
@@ -253,11 +253,31 @@ def image_verify(name: Annotated[str, typer.Argument(help="Catalog entry whose b
         fail(str(e))
     source = predicate["buildDefinition"]["externalParameters"]["source"]
     builder = predicate["runDetails"]["builder"]["id"]
-    if source.get("type") == "path":
-        built_from = f"folder {source.get('path')} (files {str(source.get('tree', ''))[:12]})"
+    if source.get("type") in ("path", "dockerfile"):
+        built_from = f"{source['type']} {source.get('path')} (files {str(source.get('tree', ''))[:12]})"
+    elif source.get("type") == "image":
+        built_from = f"image {source.get('image')}, vouched for"
     else:
         built_from = f"{source.get('type')} {source.get('package')}=={source.get('version')}"
     console.print(f"verified {locked.tag} ({locked.image_id[7:19]}): {built_from}, built by {builder}")
+
+
+@image_app.command("sign")
+def image_sign(name: Annotated[str, typer.Argument(help="An image entry (source: image) to vouch for.")]) -> None:
+    """Vouch for an image Bosun did not build: sign its provenance (the image, by digest) and its SBOM with
+    your key, so the gateway starts it. Review it first (`bosun image sbom NAME`, `bosun image audit NAME`,
+    `bosun vuln check NAME`): a signature says you trust what is inside."""
+    home = _home()
+    entry = _catalog(home).entries.get(name)
+    if entry is None:
+        fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
+    try:
+        path = sign_adopted(_engine(home), entry, home)
+    except ValueError as e:
+        fail(str(e))
+    locked = Lock.load(home.lock_file).images[name]
+    console.print(f"signed {locked.tag} ({locked.image_id[7:19]}) -> {path}")
+    _capture(home, [name])
 
 
 @image_app.command("scan")
@@ -663,16 +683,21 @@ def _grant(name: str, mounts: list[str], allow_sensitive: bool, enable: bool) ->
 def server_add(
     name: Annotated[str, typer.Argument(help="The server's name: tools appear as NAME__TOOL.")],
     from_dir: Annotated[
-        Path, typer.Option("--from-dir", help="A Python (pyproject.toml) or Node (package.json) project folder.")
+        Path,
+        typer.Option(
+            "--from-dir", help="A Python (pyproject.toml) or Node (package.json) project, or a Dockerfile's context."
+        ),
     ],
     command: Annotated[
         str | None,
         typer.Option(
-            help="What starts the server inside the image, when the manifest does not make it obvious "
-            "(a console script for Python; e.g. 'node /app/server.js' for Node, installed in /app)."
+            help="What starts the server inside the image, when the folder does not make it obvious: a console "
+            "script for Python; e.g. 'node /app/server.js' for Node (installed in /app); always for a Dockerfile."
         ),
     ] = None,
-    runtime: Annotated[str | None, typer.Option(help="python or node, when the folder has both manifests.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="python, node or dockerfile, when the folder holds more than one of them.")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="A human title (default: the name).")] = None,
     enable: Annotated[bool, typer.Option(help="Serve it through the gateway once built.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace an entry of yours with this name.")] = False,
@@ -680,17 +705,19 @@ def server_add(
     """Add a server you wrote: an entry for the folder in your own catalog (BOSUN_HOME/catalog), built into a
     hardened, signed image with an SBOM like any catalog server, its tools pinned, and enabled.
 
-    The folder is installed with pip or npm at build time (its dependencies from the registries); its
-    files' hash is the image's version, so `bosun catalog build NAME` after a change builds it anew.
+    A project is installed with pip or npm at build time (its dependencies from the registries); a
+    Dockerfile is built as written (FROM a Bosun base image or any image your engine has), then finished
+    by Bosun (setuid bits dropped, uid 10001, your command). The files' hash is the image's version, so
+    `bosun catalog build NAME` after a change builds it anew.
     It gets no network, secrets or folders until its entry (BOSUN_HOME/catalog/NAME.yaml) asks for them.
 
     Example:  bosun server add notes --from-dir ./notes-server"""
     home = _home()
-    if runtime not in (None, "python", "node"):
-        fail(f"--runtime must be python or node, not {runtime!r}")
+    if kind not in (None, "python", "node", "dockerfile"):
+        fail(f"--kind must be python, node or dockerfile, not {kind!r}")
     try:
-        entry = entry_from_dir(name, from_dir, runtime=cast(Runtime | None, runtime), command=command, title=title)
-        files = len(entry.source.files()) if isinstance(entry.source, PathSource) else 0
+        entry = entry_from_dir(name, from_dir, kind=cast(Kind | None, kind), command=command, title=title)
+        files = len(entry.source.files()) if isinstance(entry.source, PathSource | DockerfileSource) else 0
     except ValueError as e:
         fail(str(e))
     target = home.root / "catalog" / f"{name}.yaml"

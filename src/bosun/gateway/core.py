@@ -33,7 +33,7 @@ from mcp.shared.uri_template import UriTemplate
 from bosun.audit.log import Anchor, AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
-from bosun.catalog.models import Entry
+from bosun.catalog.models import Entry, ImageSource
 from bosun.catalog.pins import Pins, PinStore, digest, tool_hash
 from bosun.catalog.poisoning import WEAK_RULES, scan
 from bosun.catalog.signing import TrustError, UnsignedError, verify_image
@@ -311,6 +311,11 @@ class Gateway:
             # Fail closed: the container runs by this verified image id, never by a mutable tag.
             verify_image(self.home.root, entry.name, locked.image_id)
         except UnsignedError as e:
+            if isinstance(entry.source, ImageSource) and not origin.allow_unsigned:
+                raise UpstreamError(
+                    f"refusing to start {entry.name}: its image {locked.image_id[7:19]} was not built by Bosun and "
+                    f"is not signed; review it, then vouch for it with `bosun image sign {entry.name}`"
+                ) from None
             if not origin.allow_unsigned:
                 raise UpstreamError(f"refusing to start {entry.name}: {e}") from None
             # Only an absent signature is tolerated: a bad or foreign one still means tampering.
