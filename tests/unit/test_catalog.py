@@ -41,7 +41,10 @@ def test_valid_entry_gets_secure_defaults() -> None:
     [
         (("1.2.3", "^1.2"), "source.version", "exact version"),
         (("name: demo", "name: Demo__x"), "name", "pattern"),
-        (("type: pypi", "type: cargo"), "source.type", "'pypi' or 'npm'"),
+        (
+            "source.type",
+            "one of 'pypi', 'npm', 'path', 'dockerfile', 'image', not 'cargo'",
+        ),
         (("command: [mcp-server-time]", "command: []"), "command", "at least 1"),
         (("title: Demo", "title: Demo\nsurprise: 1"), "surprise", "Extra inputs"),
     ],

@@ -6,11 +6,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from bosun.catalog.models import Entry
+from bosun.catalog.models import SOURCE_TYPES, Entry
 
 
 class CatalogError(Exception):
@@ -28,6 +29,19 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(entry)"
 
 
+def _problem(err: Any) -> str:
+    """``field: what is wrong``, in the entry's own terms: pydantic puts the source's kind (the union's
+    tag) into the path and words an unknown kind in terms of tags."""
+    loc = tuple(err["loc"])
+    if loc[:1] == ("source",) and len(loc) > 1 and loc[1] in SOURCE_TYPES:
+        loc = loc[:1] + loc[2:]
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        kinds = ", ".join(repr(t) for t in SOURCE_TYPES)
+        found = err.get("ctx", {}).get("tag")
+        return f"{_field_path((*loc, 'type'))}: must be one of {kinds}" + (f", not {found!r}" if found else "")
+    return f"{_field_path(loc)}: {err['msg']}"
+
+
 def parse_entry(text: str, origin: str) -> Entry:
     """Parse one entry from YAML text; ``origin`` names it in error messages."""
     try:
@@ -42,7 +56,7 @@ def parse_entry(text: str, origin: str) -> Entry:
     try:
         return Entry.model_validate(data)
     except ValidationError as e:
-        raise CatalogError([f"{origin}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]) from None
+        raise CatalogError([f"{origin}: {_problem(err)}" for err in e.errors()]) from None
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ class ImageSource(_Strict):
         return self.model_dump()
 
 
+SOURCE_TYPES = ("pypi", "npm", "path", "dockerfile", "image")
+
+
 class SecretRef(_Strict):
     """A secret the server needs; only this server ever receives it."""
 
