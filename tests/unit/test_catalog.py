@@ -42,6 +42,7 @@ def test_valid_entry_gets_secure_defaults() -> None:
         (("1.2.3", "^1.2"), "source.version", "exact version"),
         (("name: demo", "name: Demo__x"), "name", "pattern"),
         (
+            ("type: pypi", "type: cargo"),
             "source.type",
             "one of 'pypi', 'npm', 'path', 'dockerfile', 'image', not 'cargo'",
         ),
