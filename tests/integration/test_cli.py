@@ -15,7 +15,7 @@ def test_catalog_ls_json_lists_built_and_enabled(home: Home) -> None:
     rows = {r["name"]: r for r in json.loads(run_bosun(home, "catalog", "ls", "--json").stdout)}
     assert rows["time"]["built"] == "yes" and rows["time"]["enabled"] == "yes"
     assert rows["git"]["enabled"] == "no"
-    assert rows["memory"]["package"] == "npm:@modelcontextprotocol/server-memory==2026.8.31"
+    assert rows["memory"]["package"] == "npm:@modelcontextprotocol/server-memory@2026.8.31"  # as --package writes it
     assert rows["memory"]["from"] == "builtin"
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 # Server names become the prefix of every tool name clients see (`<server>__<tool>`), so they
 # must stay inside MCP's tool-name alphabet and can never contain the separator themselves.
@@ -147,7 +149,55 @@ class ImageSource(_Strict):
         return self.model_dump()
 
 
-SOURCE_TYPES = ("pypi", "npm", "path", "dockerfile", "image")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_SECRET_REF = re.compile(r"\$\{secret:([a-z0-9][a-z0-9._-]*)\}")
+
+
+class RemoteSource(_Strict):
+    """An MCP server someone else runs, reached over streamable HTTP: nothing is built or run here, but
+    every call goes through the gateway's policy, pins, screening and audit like any other.
+
+    Header values may name secrets as ``${secret:NAME}``; they are filled in when connecting, and only
+    this server's connection carries them."""
+
+    type: Literal["remote"]
+    url: Annotated[str, StringConstraints(max_length=2000)]
+    headers: dict[str, str] = {}
+    allow_http: bool = False  # plain http, to a loopback address only (a server on this machine)
+
+    @model_validator(mode="after")
+    def _https_only(self) -> RemoteSource:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"url must be an https:// URL, not {self.url!r}")
+        if parts.scheme == "http" and not (self.allow_http and parts.hostname in _LOOPBACK_HOSTS):
+            raise ValueError(
+                "url must be https; plain http is allowed only to a loopback address, with allow_http: true"
+            )
+        bad = [k for k in self.headers if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", k)]
+        if bad:
+            raise ValueError(f"invalid header name(s): {', '.join(bad)}")
+        return self
+
+    def secrets(self) -> list[str]:
+        """The secrets the headers name."""
+        return sorted({m.group(1) for v in self.headers.values() for m in _SECRET_REF.finditer(v)})
+
+    def resolved_headers(self, secret: Callable[[str], str]) -> dict[str, str]:
+        return {k: _SECRET_REF.sub(lambda m: secret(m.group(1)), v) for k, v in self.headers.items()}
+
+    @property
+    def version(self) -> str:
+        return "remote"
+
+    def describe(self) -> str:
+        return f"remote:{self.url}"
+
+    def shaping(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+SOURCE_TYPES = ("pypi", "npm", "path", "dockerfile", "image", "remote")
 
 
 class SecretRef(_Strict):
@@ -190,8 +240,8 @@ class Entry(_Strict):
     name: ServerName
     title: str
     description: str
-    source: Annotated[Source | PathSource | DockerfileSource | ImageSource, Field(discriminator="type")]
-    command: list[str] = Field(min_length=1)
+    source: Annotated[Source | PathSource | DockerfileSource | ImageSource | RemoteSource, Field(discriminator="type")]
+    command: list[str] = []
     args: list[str] = []
     env: dict[str, str] = {}
     secrets: list[SecretRef] = []
@@ -201,6 +251,13 @@ class Entry(_Strict):
     resources: Resources = Resources()
     system_packages: list[str] = []
     labels: list[str] = []
+
+    @field_validator("command")
+    @classmethod
+    def _command_to_run(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if not v and not isinstance(info.data.get("source"), RemoteSource):
+            raise ValueError("List should have at least 1 item: what starts the server in its container")
+        return v
 
     @field_validator("env")
     @classmethod
@@ -224,6 +281,8 @@ class Entry(_Strict):
         finishes), or for an image entry the image itself."""
         if isinstance(self.source, ImageSource):
             return self.source.image
+        if isinstance(self.source, RemoteSource):
+            raise ValueError(f"{self.name} is a remote server; nothing is built for it")
         if isinstance(self.source, DockerfileSource):
             return f"bosun/build-{self.name}"
         return "bosun/base-python:latest" if self.source.runtime == "python" else "bosun/base-node:latest"

@@ -26,7 +26,7 @@ from bosun.catalog import sources
 from bosun.catalog.formats.common import ImportResult
 from bosun.catalog.formats.read import read_path
 from bosun.catalog.loader import Catalog, CatalogError
-from bosun.catalog.models import DockerfileSource, Entry, PathSource
+from bosun.catalog.models import DockerfileSource, Entry, PathSource, RemoteSource
 from bosun.catalog.pins import PinStore
 from bosun.catalog.project import Kind, entry_from_dir
 from bosun.catalog.sbom import rows as sbom_rows
@@ -155,7 +155,10 @@ def doctor(as_json: bool = JsonOpt) -> None:
         for ref in (BASE_DEBIAN, BASE_PYTHON, BASE_NODE):
             check(f"image {ref}", image_exists(client, ref), ref, "bosun image base")
         lock = Lock.load(home.lock_file)
+        entries = _catalog(home).entries
         for name in Settings.load(home.config_file).enabled():
+            if name in entries and isinstance(entries[name].source, RemoteSource):
+                continue  # nothing to build; reached when used
             locked = lock.images.get(name)
             present = locked is not None and image_exists(client, locked.image_id)
             check(f"server {name}", present, locked.tag if locked else "not built", f"bosun catalog build {name}")
@@ -388,6 +391,9 @@ def _build(home: Home, entries: list[Entry], force: bool, min_audit_score: int, 
     client = _engine(home)
     to_capture = []
     for entry in entries:
+        if isinstance(entry.source, RemoteSource):
+            console.print(f"remote  {entry.name}  {entry.source.url}: nothing to build; its tools pin at first use")
+            continue
         try:
             r = build_entry(client, entry, home, progress_printer("  "), force, min_audit_score)
         except (ImageBuildError, RuntimeError, ValueError) as e:

@@ -33,7 +33,7 @@ from mcp.shared.uri_template import UriTemplate
 from bosun.audit.log import Anchor, AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
-from bosun.catalog.models import Entry, ImageSource
+from bosun.catalog.models import Entry, ImageSource, RemoteSource
 from bosun.catalog.pins import Pins, PinStore, digest, tool_hash
 from bosun.catalog.poisoning import WEAK_RULES, scan
 from bosun.catalog.signing import TrustError, UnsignedError, verify_image
@@ -43,7 +43,8 @@ from bosun.gateway import names
 from bosun.gateway.agents import Directory
 from bosun.gateway.downstream import ELICITATION, Downstream, InputBridge, request_input
 from bosun.gateway.oidc import OidcVerifier
-from bosun.gateway.upstream import Upstream, UpstreamError
+from bosun.gateway.remote import remote_connector
+from bosun.gateway.upstream import Connector, Upstream, UpstreamError, container_connector
 from bosun.home import Home
 from bosun.images.base import SERVER_UID
 from bosun.images.lock import Lock
@@ -71,6 +72,7 @@ from bosun.telemetry import traces
 from bosun.telemetry.metrics import Metrics
 
 log = logging.getLogger("bosun.gateway")
+server_log = logging.getLogger("bosun.server")
 
 SHARED = "shared"
 AUDIT_HEAD_EVERY_S = 60
@@ -383,7 +385,7 @@ class Gateway:
         assert self._tg is not None, "use the gateway as an async context manager"
         entry = self.catalog.get(server)
         with tempfile.TemporaryDirectory(prefix="bosun-capture-") as empty:
-            up = Upstream(server, self.backend, lambda: self._spec(entry, "capture", Path(empty)), self._tg)
+            up = Upstream(server, self._connector(entry, "capture", Path(empty)), self._tg)
             try:
                 tools = await up.list_tools()
                 with_prompts = await up.session_offering("prompts")
@@ -407,16 +409,29 @@ class Gateway:
             assert self._tg is not None, "use the gateway as an async context manager"
             up = Upstream(
                 server,
-                self.backend,
-                lambda: self._spec(entry, key[1]),
+                self._connector(entry, key[1]),
                 self._tg,
                 idle_timeout_s=self.idle_timeout_s,
                 on_tools_changed=self._tools_changed,
-                redact=lambda text: self.redactor.text(text)[0],
                 on_resource_updated=self._resource_updated,
             )
             self._upstreams[key] = up
         return up
+
+    def _connector(self, entry: Entry, client: str, placeholder: Path | None = None) -> Connector:
+        if isinstance(entry.source, RemoteSource):
+            try:
+                headers = entry.source.resolved_headers(self.secrets.get)
+            except SecretError as e:
+                raise UpstreamError(f"{entry.name} cannot connect: {e}") from None
+            return remote_connector(entry.source, headers)
+
+        async def stderr(data: bytes) -> None:
+            for line in data.decode(errors="replace").splitlines():
+                if line.strip():
+                    server_log.info(self.redactor.text(line)[0], extra={"server": entry.name})
+
+        return container_connector(self.backend, lambda: self._spec(entry, client, placeholder), entry.name, stderr)
 
     def _tools_changed(self, server: str) -> None:
         """Forget the server's routes, so each tool is vetted against its pin again before use."""

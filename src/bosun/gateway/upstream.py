@@ -26,12 +26,13 @@ import mcp.types as types
 import pydantic_core
 from anyio.abc import TaskGroup
 from mcp import ClientSession
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from bosun.gateway.downstream import Relay
-from bosun.runtime.backend import Backend, ContainerInfo, ContainerSpec, StdioChannel
+from bosun.runtime.backend import Backend, ContainerInfo, ContainerSpec, StderrSink, StdioChannel
 from bosun.telemetry import traces
 
 log = logging.getLogger("bosun.upstream")
@@ -201,42 +202,81 @@ async def channel_transport(
 
 
 @dataclass
+class Link:
+    """One connection to a server, as its MCP session runs on it: the message streams, the message-level
+    wire when there is one, and how to tell the connection is still good."""
+
+    read: ReadStream[SessionMessage | Exception]
+    write: WriteStream[SessionMessage]
+    where: str  # a container id or a URL, for logs
+    lost: Callable[[ClientSession], Awaitable[str | None]]  # why the connection is gone, or None
+    wire: Wire | None = None
+    container: ContainerInfo | None = None
+    reconnect: bool = False  # keep it connected in the background (a remote), not just on next use
+
+
+Connector = Callable[[Relay], contextlib.AbstractAsyncContextManager[Link]]
+
+
+def container_connector(
+    backend: Backend, spec_factory: Callable[[], ContainerSpec], server: str, on_stderr: StderrSink
+) -> Connector:
+    """A server in a container: started on connect, its stdio the link, removed on disconnect."""
+
+    @contextlib.asynccontextmanager
+    async def connect(relay: Relay) -> AsyncIterator[Link]:
+        container, channel = await backend.start(spec_factory(), on_stderr)
+        try:
+            wire = Wire(channel, server, on_log=relay.logging)
+
+            async def lost(_: ClientSession) -> str | None:
+                try:
+                    state = (await backend.inspect(container.id)).get("State", {})
+                except Exception as e:
+                    return f"the engine cannot say how the container is ({e})"
+                if isinstance(state, dict) and not state.get("Running", False):
+                    return f"container exited (code {state.get('ExitCode')}); it restarts on next use"
+                return None
+
+            async with channel_transport(channel, server, wire) as (read, write):
+                yield Link(read, write, container.id[:12], lost, wire, container)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await backend.stop(container.id, timeout_s=2)
+
+    return connect
+
+
+@dataclass
 class _Live:
     session: ClientSession
-    wire: Wire
-    container: ContainerInfo
+    link: Link
     tools: list[types.Tool] | None = None
 
 
-SpecFactory = Callable[[], ContainerSpec]
-
-
 class Upstream:
-    """A server container and the MCP session to it, kept alive across calls.
+    """A server and the MCP session to it, kept alive across calls.
 
-    The container is started by the first caller that needs it (never per call), watched for
-    exit, restarted with backoff when it dies, and stopped after ``idle_timeout_s`` unused.
+    It connects when the first caller needs it (never per call; for a container, starting it), watches
+    the connection, reconnects with backoff when it is lost (a remote at once, in the background; a
+    container on next use), and disconnects after ``idle_timeout_s`` unused.
     """
 
     def __init__(
         self,
         name: str,
-        backend: Backend,
-        spec_factory: SpecFactory,
+        connect: Connector,
         task_group: TaskGroup,
         idle_timeout_s: float = 300,
         on_tools_changed: Callable[[str], None] | None = None,
-        redact: Callable[[str], str] = lambda text: text,
         on_resource_updated: Callable[[str, str], None] | None = None,
     ) -> None:
         self.name = name
-        self._backend = backend
-        self._spec_factory = spec_factory
+        self._connect = connect
         self._tg = task_group
         self._idle_timeout_s = idle_timeout_s
         self._on_tools_changed = on_tools_changed
         self._on_resource_updated = on_resource_updated
-        self._redact = redact
         self._live: _Live | None = None
         self._start_lock = anyio.Lock()
         self._stop = anyio.Event()
@@ -249,7 +289,7 @@ class Upstream:
 
     @property
     def container(self) -> ContainerInfo | None:
-        return self._live.container if self._live else None
+        return self._live.link.container if self._live else None
 
     async def session(self) -> ClientSession:
         self._last_used = time.monotonic()
@@ -266,10 +306,12 @@ class Upstream:
         caps = session.server_capabilities
         return session if caps is not None and getattr(caps, capability) is not None else None
 
+    def _backoff(self) -> float:
+        # A server that keeps failing young is retried ever more slowly, so a crash loop cannot hammer anything.
+        return min(0.25 * 2 ** (self._crashes - 1), 15) if self._crashes else 0
+
     async def _start(self) -> None:
-        if self._crashes:
-            # Back off a server that keeps dying young, so a crash loop cannot hammer the engine.
-            await anyio.sleep(min(0.25 * 2 ** (self._crashes - 1), 15))
+        await anyio.sleep(self._backoff())
         ready = anyio.Event()
         failure: list[BaseException] = []
         self._stop = anyio.Event()
@@ -279,22 +321,16 @@ class Upstream:
         if failure:
             raise UpstreamError(f"server {self.name!r} failed to start: {failure[0]}") from failure[0]
 
-    async def _stderr(self, data: bytes) -> None:
-        for line in data.decode(errors="replace").splitlines():
-            if line.strip():
-                server_log.info(self._redact(line), extra={"server": self.name})
-
     async def _run(self, ready: anyio.Event, failure: list[BaseException], done: anyio.Event) -> None:
         started = time.monotonic()
-        container: ContainerInfo | None = None
+        connected = False
+        reconnect = False
         try:
-            container, channel = await self._backend.start(self._spec_factory(), self._stderr)
-            wire = Wire(channel, self.name, on_log=self.relay.logging)
             async with (
-                channel_transport(channel, self.name, wire) as (read, write),
+                self._connect(self.relay) as link,
                 ClientSession(
-                    read,
-                    write,
+                    link.read,
+                    link.write,
                     read_timeout_seconds=None,
                     message_handler=self._on_message,
                     sampling_callback=self.relay.sampling,
@@ -303,34 +339,48 @@ class Upstream:
                     logging_callback=self.relay.logging,
                 ) as session,
             ):
+                connected, reconnect = True, link.reconnect
                 with anyio.fail_after(60):
                     await session.initialize()
-                self._live = _Live(session, wire, container)
+                self._live = _Live(session, link)
                 self._starts += 1
                 if self._starts > 1 and self._on_tools_changed:
                     # A new process may offer other tools than the one before: vet them afresh.
                     self._on_tools_changed(self.name)
-                log.info("started", extra={"server": self.name, "container": container.id[:12]})
+                log.info("started", extra={"server": self.name, "container": link.where})
                 ready.set()
-                await self._watch(container)
+                await self._watch(link, session)
         except Exception as e:
             if not ready.is_set():
                 failure.append(e)
             else:
                 log.warning("server connection ended: %s", e, extra={"server": self.name}, exc_info=True)
         finally:
+            was_live = self._live is not None
             self._live = None
             ready.set()
-            if container is not None:
+            if connected:
                 self._crashes = self._crashes + 1 if time.monotonic() - started < 30 else 0
                 if not self._stop.is_set():
                     self.restarts += 1
-                with anyio.CancelScope(shield=True):
-                    await self._backend.stop(container.id, timeout_s=2)
             done.set()
+            if was_live and not self._stop.is_set() and self._on_tools_changed:
+                self._on_tools_changed(self.name)  # its tools are gone from the lists until it is back
+            if reconnect and not self._stop.is_set():
+                self._tg.start_soon(self._keep_connected)
 
-    async def _watch(self, container: ContainerInfo) -> None:
-        """Return when asked to stop, when idle too long, or when the container has exited."""
+    async def _keep_connected(self) -> None:
+        """Reconnect a lost remote in the background, with backoff, until it answers or is stopped."""
+        while self._live is None and not self._stop.is_set():
+            self._crashes = max(self._crashes, 1)
+            try:
+                await self.session()
+            except UpstreamError as e:
+                log.warning("reconnecting: %s", e, extra={"server": self.name})
+                self._crashes += 1
+
+    async def _watch(self, link: Link, session: ClientSession) -> None:
+        """Return when asked to stop, when idle too long, or when the connection is lost."""
         while not self._stop.is_set():
             with anyio.move_on_after(2):
                 await self._stop.wait()
@@ -338,16 +388,9 @@ class Upstream:
                 log.info("stopping idle server", extra={"server": self.name})
                 self._stop.set()
                 return
-            try:
-                state = (await self._backend.inspect(container.id)).get("State", {})
-            except Exception:
-                return
-            if isinstance(state, dict) and not state.get("Running", False):
-                log.warning(
-                    "container exited (code %s); will restart on next use",
-                    state.get("ExitCode"),
-                    extra={"server": self.name},
-                )
+            why = await link.lost(session)
+            if why is not None:
+                log.warning("connection lost: %s", why, extra={"server": self.name})
                 return
 
     async def _on_message(self, message: object) -> None:
@@ -363,11 +406,16 @@ class Upstream:
         self, name: str, arguments: dict[str, Any], progress: ProgressFnT | None = None
     ) -> types.CallToolResult:
         """One ``tools/call`` on the wire (see the module's docstring)."""
-        await self.session()
+        session = await self.session()
         live = self._live
         if live is None:
             raise UpstreamError(f"server {self.name!r} stopped")
-        result = await live.wire.request("tools/call", {"name": name, "arguments": arguments}, progress)
+        if live.link.wire is None:
+            try:
+                return await session.call_tool(name, arguments, progress_callback=progress)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as e:
+                raise UpstreamError(f"server {self.name!r} went away during the call ({e})") from None
+        result = await live.link.wire.request("tools/call", {"name": name, "arguments": arguments}, progress)
         try:
             return types.CallToolResult.model_validate(result)
         except ValueError as e:

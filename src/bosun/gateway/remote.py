@@ -1,0 +1,41 @@
+"""Remote upstreams: an MCP server someone else runs, reached over streamable HTTP with the SDK's client
+transport. Its headers (say, a bearer token from the secret store) ride only this connection, and a
+lost connection is noticed by a ping and reconnected in the background (see ``Upstream``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx2
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from bosun.catalog.models import RemoteSource
+from bosun.gateway.downstream import Relay
+from bosun.gateway.upstream import Connector, Link
+
+PING_TIMEOUT_S = 10.0
+
+
+def remote_connector(source: RemoteSource, headers: dict[str, str]) -> Connector:
+    @contextlib.asynccontextmanager
+    async def connect(relay: Relay) -> AsyncIterator[Link]:
+        timeout = httpx2.Timeout(30, read=300)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            streamable_http_client(source.url, http_client=http) as streams,
+        ):
+            yield Link(streams[0], streams[1], source.url, _unanswered_ping, reconnect=True)
+
+    return connect
+
+
+async def _unanswered_ping(session: ClientSession) -> str | None:
+    try:
+        with anyio.fail_after(PING_TIMEOUT_S):
+            await session.send_ping()
+    except Exception as e:
+        return f"the server does not answer ({type(e).__name__}: {e}); reconnecting"
+    return None
