@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import mcp.types as types
 import pytest
-from _util import run_bosun
+from _util import bosun_cmd, env_for, run_bosun
 from fixtures.processes import free_port, started
 
 from bosun.audit.log import AuditLog
@@ -91,3 +91,61 @@ def test_remote_entries_are_https_unless_loopback_is_allowed(home: Home) -> None
     (home.root / "catalog" / "plain.yaml").write_text(json.dumps(entry))
     refused = run_bosun(home, "catalog", "ls", check=False)
     assert refused.returncode != 0 and "source: Value error, url must be https" in refused.stderr
+
+
+OAUTH_SERVER = SERVER.parent / "oauth_server.py"
+BROWSER = SERVER.parent / "browser.py"
+
+
+@contextmanager
+def oauth_remote(port: int, ttl_s: int, state: Path) -> Iterator[None]:
+    argv = [sys.executable, str(OAUTH_SERVER), str(port), str(ttl_s), str(state)]
+    with started(argv, f"http://127.0.0.1:{port}/mcp", "the OAuth remote"):
+        yield
+
+
+def _token_number(result: types.CallToolResult) -> int:
+    text = _text(result)
+    assert text.startswith("access token #"), text
+    return int(text.removeprefix("access token #"))
+
+
+async def test_a_remote_behind_oauth_is_authorized_refreshed_and_reconnected(home: Home, tmp_path: Path) -> None:
+    port, ttl_s = free_port(), 3
+    entry = {"name": "guarded", "title": "Guarded", "description": "A remote server behind OAuth.",
+             "source": {"type": "remote", "url": f"http://127.0.0.1:{port}/mcp", "allow_http": True,
+                        "auth": "oauth"}}  # fmt: skip
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / "guarded.yaml").write_text(json.dumps(entry))
+    run_bosun(home, "server", "enable", "guarded")
+    state = tmp_path / "authorization-server.json"
+    with oauth_remote(port, ttl_s, state):
+        async with Gateway(home, DockerBackend()) as gw:
+            refused = await gw.call_tool("c", "guarded__whoami", {})
+            assert refused.is_error and "bosun server auth guarded" in _text(refused)
+        # A person authorizes (discovery, registration, PKCE); the "browser" follows the URL to the callback.
+        env = {**env_for(home), "BROWSER": f"{sys.executable} {BROWSER} %s"}
+        with anyio.fail_after(120):
+            authorized = await anyio.run_process(bosun_cmd("server", "auth", "guarded"), env=env, check=False)
+        out = authorized.stdout.decode() + authorized.stderr.decode()
+        assert authorized.returncode == 0 and "authorized guarded" in out, out
+    stored = {i.name for i in SecretStore(home.root).infos()}
+    assert {"oauth-guarded-access", "oauth-guarded-refresh", "oauth-guarded-client"} <= stored
+
+    async with Gateway(home, DockerBackend()) as gw:
+        with oauth_remote(port, ttl_s, state):
+            first = _token_number(await gw.call_tool("c", "guarded__whoami", {}))
+            await anyio.sleep(ttl_s + 0.5)  # expired: the next request refreshes it first
+            assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) == first + 1
+        with anyio.fail_after(30):  # restarted mid-session: gone from the lists first ...
+            while "guarded__whoami" in await _names(gw):
+                await anyio.sleep(0.5)
+        with oauth_remote(port, ttl_s, state):  # ... then back, reconnected with the kept tokens
+            with anyio.fail_after(60):
+                while "guarded__whoami" not in await _names(gw):
+                    await anyio.sleep(0.5)
+            assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) >= first + 1
+    # No token ever appears in the audit.
+    secrets_ = [SecretStore(home.root).get(n) for n in ("oauth-guarded-access", "oauth-guarded-refresh")]
+    audit_text = json.dumps([r.detail for r in AuditLog(home.audit_db).records()])
+    assert not any(s in audit_text for s in secrets_)

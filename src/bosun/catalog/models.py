@@ -163,6 +163,8 @@ class RemoteSource(_Strict):
     type: Literal["remote"]
     url: Annotated[str, StringConstraints(max_length=2000)]
     headers: dict[str, str] = {}
+    auth: Literal["none", "oauth"] = "none"  # oauth: authorized once with `bosun server auth NAME`
+    scopes: list[str] = []  # asked for when authorizing (default: whatever the server grants)
     allow_http: bool = False  # plain http, to a loopback address only (a server on this machine)
 
     @model_validator(mode="after")

@@ -740,6 +740,37 @@ def server_add(
         _grant(name, [], False, enable=True)
 
 
+@server_app.command("auth")
+def server_auth(name: Annotated[str, typer.Argument(help="A remote server whose entry says auth: oauth.")]) -> None:
+    """Authorize the gateway to call a remote server with OAuth: discovery, registration, PKCE, then the
+    authorization page in your browser (or open the printed URL yourself); the answer comes back to this
+    machine on loopback. Tokens are kept in the secret store, refreshed by the gateway, and never shown to
+    agents. Run it again to re-authorize (it replaces what was kept)."""
+    import webbrowser
+
+    from bosun.gateway.oauth import NeedsAuthorization, authorize
+
+    home = _home()
+    entry = _catalog(home).entries.get(name)
+    if entry is None:
+        fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
+    if not isinstance(entry.source, RemoteSource) or entry.source.auth != "oauth":
+        fail(f"{name} is not a remote server with auth: oauth; nothing to authorize")
+
+    async def open_url(url: str) -> None:
+        console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+
+    try:
+        anyio.run(authorize, SecretStore(home.root), name, entry.source, open_url)
+    except (NeedsAuthorization, TimeoutError, OSError) as e:
+        fail(f"authorizing {name} failed: {e}")
+    except Exception as e:  # the SDK's OAuth errors, and a server that refuses: say which
+        fail(f"authorizing {name} failed: {type(e).__name__}: {e}")
+    console.print(f"authorized {name}; the gateway uses and refreshes its tokens")
+
+
 @server_app.command("enable")
 def server_enable(name: str, mount: MountOpt = None, allow_sensitive: SensitiveOpt = False) -> None:
     """Serve NAME through the gateway (a running gateway picks the change up within a second)."""

@@ -42,6 +42,7 @@ from bosun.config import MountGrant, Settings
 from bosun.gateway import names
 from bosun.gateway.agents import Directory
 from bosun.gateway.downstream import ELICITATION, Downstream, InputBridge, request_input
+from bosun.gateway.oauth import gateway_auth
 from bosun.gateway.oidc import OidcVerifier
 from bosun.gateway.remote import remote_connector
 from bosun.gateway.upstream import Connector, Upstream, UpstreamError, container_connector
@@ -424,7 +425,8 @@ class Gateway:
                 headers = entry.source.resolved_headers(self.secrets.get)
             except SecretError as e:
                 raise UpstreamError(f"{entry.name} cannot connect: {e}") from None
-            return remote_connector(entry.source, headers)
+            oauth = gateway_auth(self.secrets, entry.name, entry.source) if entry.source.auth == "oauth" else None
+            return remote_connector(entry.source, headers, oauth)
 
         async def stderr(data: bytes) -> None:
             for line in data.decode(errors="replace").splitlines():

@@ -19,12 +19,12 @@ from bosun.gateway.upstream import Connector, Link
 PING_TIMEOUT_S = 10.0
 
 
-def remote_connector(source: RemoteSource, headers: dict[str, str]) -> Connector:
+def remote_connector(source: RemoteSource, headers: dict[str, str], auth: httpx2.Auth | None = None) -> Connector:
     @contextlib.asynccontextmanager
     async def connect(relay: Relay) -> AsyncIterator[Link]:
         timeout = httpx2.Timeout(30, read=300)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth) as http,
             streamable_http_client(source.url, http_client=http) as streams,
         ):
             yield Link(streams[0], streams[1], source.url, _unanswered_ping, reconnect=True)

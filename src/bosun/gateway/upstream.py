@@ -201,6 +201,14 @@ async def channel_transport(
             tg.cancel_scope.cancel()
 
 
+def _innermost(error: BaseException) -> BaseException:
+    """The first real error inside task-group wrappers, whose own message ("unhandled errors in a
+    TaskGroup") says nothing a user can act on."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 @dataclass
 class Link:
     """One connection to a server, as its MCP session runs on it: the message streams, the message-level
@@ -319,7 +327,8 @@ class Upstream:
         self._tg.start_soon(self._run, ready, failure, self._done)
         await ready.wait()
         if failure:
-            raise UpstreamError(f"server {self.name!r} failed to start: {failure[0]}") from failure[0]
+            cause = _innermost(failure[0])
+            raise UpstreamError(f"server {self.name!r} failed to start: {cause}") from failure[0]
 
     async def _run(self, ready: anyio.Event, failure: list[BaseException], done: anyio.Event) -> None:
         started = time.monotonic()

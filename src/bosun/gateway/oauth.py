@@ -1,0 +1,165 @@
+"""OAuth 2.1 for remote servers, on the SDK's client (``OAuthClientProvider``): discovery from the
+server's protected-resource metadata, dynamic client registration, PKCE, and refresh.
+
+Bosun decides three things around it:
+
+- where tokens live: the secret store, the access and refresh tokens each a secret of its own, so
+  redaction finds either anywhere it might surface, and nothing about them reaches a client;
+- how a person authorizes: ``bosun server auth NAME`` prints the authorization URL and takes the
+  answer on a loopback callback, once, ahead of use;
+- what the gateway does without a usable token: it refreshes it when it can, and otherwise fails
+  the connection with the command to run. It never starts an interactive flow itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from bosun.catalog.models import RemoteSource
+from bosun.secrets.store import SecretError, SecretStore
+
+CALLBACK_PATH = "/callback"
+CALLBACK_TIMEOUT_S = 300.0
+
+
+class NeedsAuthorization(RuntimeError):
+    """No usable token: a person must authorize again."""
+
+
+class SecretTokens:
+    """The SDK's ``TokenStorage`` over the secret store, for one server."""
+
+    def __init__(self, store: SecretStore, server: str) -> None:
+        self._store = store
+        self._names = {k: f"oauth-{server}-{k}" for k in ("access", "refresh", "grant", "client")}
+
+    def _get(self, kind: str) -> str | None:
+        try:
+            return self._store.get(self._names[kind])
+        except SecretError:
+            return None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        access, grant = self._get("access"), self._get("grant")
+        if access is None or grant is None:
+            return None
+        meta = json.loads(grant)
+        expires_at = meta.get("expires_at")
+        remaining = max(0, int(expires_at - time.time())) if expires_at is not None else None
+        return OAuthToken(access_token=access, refresh_token=self._get("refresh"), scope=meta.get("scope"),
+                          expires_in=remaining)  # fmt: skip
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self._store.set(self._names["access"], tokens.access_token)
+        if tokens.refresh_token:
+            self._store.set(self._names["refresh"], tokens.refresh_token)
+        expires_at = time.time() + tokens.expires_in if tokens.expires_in is not None else None
+        self._store.set(self._names["grant"], json.dumps({"scope": tokens.scope, "expires_at": expires_at}))
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        raw = self._get("client")
+        return OAuthClientInformationFull.model_validate_json(raw) if raw else None
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self._store.set(self._names["client"], client_info.model_dump_json(exclude_none=True))
+
+    def forget(self) -> None:
+        for name in self._names.values():
+            self._store.remove(name)
+
+
+class _Provider(OAuthClientProvider):
+    async def _initialize(self) -> None:
+        # The SDK takes a stored token as just issued. Told its real expiry, it refreshes an expired one
+        # instead of asking a person to authorize again.
+        await super()._initialize()
+        if self.context.current_tokens is not None:
+            self.context.update_token_expiry(self.context.current_tokens)
+
+
+def _metadata(source: RemoteSource, redirect_uri: str) -> OAuthClientMetadata:
+    return OAuthClientMetadata.model_validate(
+        {
+            "client_name": "Bosun gateway",
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": " ".join(source.scopes) or None,
+        }
+    )
+
+
+def gateway_auth(store: SecretStore, server: str, source: RemoteSource) -> httpx2.Auth:
+    """Auth for the gateway's connection: stored tokens, refreshed as needed; never an interactive flow."""
+
+    async def refuse(_: str) -> None:
+        raise NeedsAuthorization(f"{server} needs authorizing: run `bosun server auth {server}`")
+
+    async def no_callback() -> AuthorizationCodeResult:
+        raise NeedsAuthorization(f"{server} needs authorizing: run `bosun server auth {server}`")
+
+    # Refresh needs the registration, not a redirect; the URI is the one registered at `bosun server auth`.
+    redirect = f"http://127.0.0.1{CALLBACK_PATH}"
+    return _Provider(source.url, _metadata(source, redirect), SecretTokens(store, server), refuse, no_callback)
+
+
+@contextlib.asynccontextmanager
+async def _callback() -> AsyncIterator[tuple[str, Callable[[], Awaitable[AuthorizationCodeResult]]]]:
+    """A loopback listener for the authorization server's redirect: its URL, and a wait for the answer."""
+    answer: asyncio.Future[AuthorizationCodeResult] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            request_line = (await reader.readuntil(b"\r\n")).decode("latin-1")
+            target = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
+            parts = urlsplit(target)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            ok = parts.path == CALLBACK_PATH and "code" in query
+            if ok and not answer.done():
+                answer.set_result(AuthorizationCodeResult(code=query["code"], state=query.get("state"),
+                                                          iss=query.get("iss")))  # fmt: skip
+            elif parts.path == CALLBACK_PATH and not answer.done():
+                answer.set_exception(NeedsAuthorization(f"authorization refused: {query.get('error', 'no code')}"))
+            body = b"Bosun: authorized; you can close this window." if ok else b"Bosun: authorization failed."
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def wait() -> AuthorizationCodeResult:
+        return await asyncio.wait_for(answer, CALLBACK_TIMEOUT_S)
+
+    async with server:
+        yield f"http://127.0.0.1:{port}{CALLBACK_PATH}", wait
+
+
+async def authorize(
+    store: SecretStore, server: str, source: RemoteSource, open_url: Callable[[str], Awaitable[None]]
+) -> None:
+    """The authorization code flow, once, with a person: ``open_url`` shows them the authorization URL;
+    the tokens are kept for the gateway. Earlier tokens and registration are dropped first."""
+    tokens = SecretTokens(store, server)
+    tokens.forget()
+    async with _callback() as (redirect, wait):
+        auth = _Provider(source.url, _metadata(source, redirect), tokens, open_url, wait)
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30, read=CALLBACK_TIMEOUT_S)) as http,
+            streamable_http_client(source.url, http_client=http) as streams,
+            ClientSession(streams[0], streams[1]) as session,
+        ):
+            await session.initialize()  # the first request meets the 401 that starts the flow
