@@ -44,7 +44,7 @@ def test_valid_entry_gets_secure_defaults() -> None:
         (
             ("type: pypi", "type: cargo"),
             "source.type",
-            "one of 'pypi', 'npm', 'path', 'dockerfile', 'image', not 'cargo'",
+            "one of 'pypi', 'npm', 'path', 'dockerfile', 'image', 'remote', not 'cargo'",
         ),
         (("command: [mcp-server-time]", "command: []"), "command", "at least 1"),
         (("title: Demo", "title: Demo\nsurprise: 1"), "surprise", "Extra inputs"),
