@@ -84,6 +84,20 @@ async def test_a_remote_server_is_reached_governed_and_reconnected(home: Home) -
     assert calls == [("whoami", "ok"), ("whoami", "refused"), ("whoami", "ok")]
 
 
+async def test_a_remote_over_the_older_sse_transport(home: Home) -> None:
+    port = free_port()
+    argv = [sys.executable, str(SERVER), str(port), TOKEN, "sse"]
+    entry = {"name": "oldstyle", "title": "t", "description": "d",
+             "source": {"type": "remote", "url": f"http://127.0.0.1:{port}/sse", "transport": "sse",
+                        "allow_http": True, "headers": {"Authorization": f"Bearer {TOKEN}"}}}  # fmt: skip
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / "oldstyle.yaml").write_text(json.dumps(entry))
+    run_bosun(home, "server", "enable", "oldstyle")
+    with started(argv, f"http://127.0.0.1:{port}/sse", "the SSE remote"):
+        async with Gateway(home, DockerBackend()) as gw:
+            assert _text(await gw.call_tool("c", "oldstyle__whoami", {})) == "called with a token ending 3a9c"
+
+
 def test_remote_entries_are_https_unless_loopback_is_allowed(home: Home) -> None:
     entry = {"name": "plain", "title": "t", "description": "d",
              "source": {"type": "remote", "url": "http://example.com/mcp"}}  # fmt: skip

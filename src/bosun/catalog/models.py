@@ -154,7 +154,8 @@ _SECRET_REF = re.compile(r"\$\{secret:([a-z0-9][a-z0-9._-]*)\}")
 
 
 class RemoteSource(_Strict):
-    """An MCP server someone else runs, reached over streamable HTTP: nothing is built or run here, but
+    """An MCP server someone else runs, reached over streamable HTTP (or the older SSE transport): nothing
+    is built or run here, but
     every call goes through the gateway's policy, pins, screening and audit like any other.
 
     Header values may name secrets as ``${secret:NAME}``; they are filled in when connecting, and only
@@ -162,6 +163,7 @@ class RemoteSource(_Strict):
 
     type: Literal["remote"]
     url: Annotated[str, StringConstraints(max_length=2000)]
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
     headers: dict[str, str] = {}
     auth: Literal["none", "oauth"] = "none"  # oauth: authorized once with `bosun server auth NAME`
     scopes: list[str] = []  # asked for when authorizing (default: whatever the server grants)

@@ -1,6 +1,7 @@
-"""Remote upstreams: an MCP server someone else runs, reached over streamable HTTP with the SDK's client
-transport. Its headers (say, a bearer token from the secret store) ride only this connection, and a
-lost connection is noticed by a ping and reconnected in the background (see ``Upstream``)."""
+"""Remote upstreams: an MCP server someone else runs, reached over streamable HTTP (or the older SSE
+transport) with the SDK's client transports. Its headers (say, a bearer token from the secret store)
+ride only this connection, and a lost connection is noticed by a ping and reconnected in the
+background (see ``Upstream``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 import anyio
 import httpx2
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from bosun.catalog.models import RemoteSource
@@ -22,6 +24,10 @@ PING_TIMEOUT_S = 10.0
 def remote_connector(source: RemoteSource, headers: dict[str, str], auth: httpx2.Auth | None = None) -> Connector:
     @contextlib.asynccontextmanager
     async def connect(relay: Relay) -> AsyncIterator[Link]:
+        if source.transport == "sse":
+            async with sse_client(source.url, headers=headers, auth=auth) as (read, write):
+                yield Link(read, write, source.url, _unanswered_ping, reconnect=True)
+            return
         timeout = httpx2.Timeout(30, read=300)
         async with (
             httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth) as http,
