@@ -4,20 +4,27 @@ secret store, governed like any server, and reconnected after it restarts."""
 from __future__ import annotations
 
 import json
+import secrets
+import ssl
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 import mcp.types as types
 import pytest
 from _util import bosun_cmd, env_for, run_bosun
 from fixtures.processes import free_port, started
+from fixtures.tls import issue as tls_issue
 
 from bosun.audit.log import AuditLog
 from bosun.gateway.core import Gateway
 from bosun.home import Home
+from bosun.images.lock import Lock
 from bosun.runtime.docker import DockerBackend
 from bosun.secrets.store import SecretStore
 
@@ -109,13 +116,67 @@ def test_remote_entries_are_https_unless_loopback_is_allowed(home: Home) -> None
 
 OAUTH_SERVER = SERVER.parent / "oauth_server.py"
 BROWSER = SERVER.parent / "browser.py"
+TLS_PORT = 8443
 
 
 @contextmanager
-def oauth_remote(port: int, ttl_s: int, state: Path) -> Iterator[None]:
-    argv = [sys.executable, str(OAUTH_SERVER), str(port), str(ttl_s), str(state)]
-    with started(argv, f"http://127.0.0.1:{port}/mcp", "the OAuth remote"):
-        yield
+def in_house_network() -> Iterator[str]:
+    """A network of the tests' own with a fixed address for the server (its certificate names it)."""
+    for _ in range(5):
+        third = secrets.randbelow(200) + 20
+        name = f"bosun-test-{secrets.token_hex(4)}"
+        made = subprocess.run(["docker", "network", "create", "--subnet", f"10.213.{third}.0/24", name],
+                              capture_output=True, text=True)  # fmt: skip
+        if made.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"could not create a test network: {made.stderr}")
+    try:
+        yield f"10.213.{third}.10"
+    finally:
+        subprocess.run(["docker", "network", "rm", name.strip()], capture_output=True)
+
+
+def _network_of(address: str) -> str:
+    out = subprocess.run(["docker", "network", "ls", "--filter", "name=bosun-test-", "--format", "{{.Name}}"],
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    for name in out:
+        template = "{{(index .IPAM.Config 0).Subnet}}"
+        subnet = subprocess.run(["docker", "network", "inspect", name, "--format", template],
+                                capture_output=True, text=True).stdout  # fmt: skip
+        if subnet.strip().startswith(address.rsplit(".", 1)[0] + "."):
+            return name
+    raise RuntimeError(f"no test network for {address}")
+
+
+@contextmanager
+def oauth_container(image: str, address: str, tls: Path, state: Path, ttl_s: int) -> Iterator[str]:
+    """The OAuth fixture (authorization server and MCP server) in a hardened container on the test network,
+    serving https with the private CA's certificate; yields its container name."""
+    name = f"bosun-test-oauth-{secrets.token_hex(4)}"
+    argv = ["docker", "run", "-d", "--name", name, "--network", _network_of(address), "--ip", address,
+            "--user", "10001:10001", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+            "-v", f"{SERVER.parent}:/fixture:ro", "-v", f"{tls}:/tls:ro", "-v", f"{state}:/state",
+            "--entrypoint", "/opt/venv/bin/python3", image, "/fixture/oauth_server.py", str(TLS_PORT), str(ttl_s),
+            "/state/authorization-server.json", "/tls/server.pem", "/tls/server.key", address]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        _wait_for_tls(address, tls / "ca.pem", name)
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def _wait_for_tls(address: str, ca: Path, container: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"https://{address}:{TLS_PORT}/mcp", verify=ssl.create_default_context(cafile=ca), timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    raise RuntimeError(f"the OAuth container did not answer: {logs.stdout[-2000:]}{logs.stderr[-2000:]}")
 
 
 def _token_number(result: types.CallToolResult) -> int:
@@ -125,41 +186,49 @@ def _token_number(result: types.CallToolResult) -> int:
 
 
 async def test_a_remote_behind_oauth_is_authorized_refreshed_and_reconnected(home: Home, tmp_path: Path) -> None:
-    port, ttl_s = free_port(), 3
-    entry = {"name": "guarded", "title": "Guarded", "description": "A remote server behind OAuth.",
-             "source": {"type": "remote", "url": f"http://127.0.0.1:{port}/mcp", "allow_http": True,
-                        "auth": "oauth"}}  # fmt: skip
-    (home.root / "catalog").mkdir(exist_ok=True)
-    (home.root / "catalog" / "guarded.yaml").write_text(json.dumps(entry))
-    run_bosun(home, "server", "enable", "guarded")
-    state = tmp_path / "authorization-server.json"
-    with oauth_remote(port, ttl_s, state):
-        async with Gateway(home, DockerBackend()) as gw:
-            refused = await gw.call_tool("c", "guarded__whoami", {})
-            assert refused.is_error and "bosun server auth guarded" in _text(refused)
-        # A person authorizes (discovery, registration, PKCE); the "browser" follows the URL to the callback.
-        env = {**env_for(home), "BROWSER": f"{sys.executable} {BROWSER} %s"}
-        with anyio.fail_after(120):
-            authorized = await anyio.run_process(bosun_cmd("server", "auth", "guarded"), env=env, check=False)
-        out = authorized.stdout.decode() + authorized.stderr.decode()
-        assert authorized.returncode == 0 and "authorized guarded" in out, out
-    stored = {i.name for i in SecretStore(home.root).infos()}
-    assert {"oauth-guarded-access", "oauth-guarded-refresh", "oauth-guarded-client"} <= stored
+    """An in-house server in a container on a network of our own, with its own OAuth authorization server
+    and a private CA: reached over https, authorized once, its token refreshed, restarted and reconnected."""
+    ttl_s, image = 3, Lock.load(home.lock_file).images["time"].tag  # an image with Python and the SDK
+    tls, state = tmp_path / "tls", tmp_path / "state"
+    tls.mkdir()
+    state.mkdir()
+    state.chmod(0o777)  # the fixture's container user keeps its clients and tokens here across a restart
+    with in_house_network() as address:
+        ca = tls_issue(tls, address)[0]
+        entry = {"name": "guarded", "title": "Guarded", "description": "An in-house server behind OAuth.",
+                 "source": {"type": "remote", "url": f"https://{address}:{TLS_PORT}/mcp", "auth": "oauth",
+                            "ca_file": str(ca)}}  # fmt: skip
+        (home.root / "catalog").mkdir(exist_ok=True)
+        (home.root / "catalog" / "guarded.yaml").write_text(json.dumps(entry))
+        run_bosun(home, "server", "enable", "guarded")
+        with oauth_container(image, address, tls, state, ttl_s) as container:
+            async with Gateway(home, DockerBackend()) as gw:
+                refused = await gw.call_tool("c", "guarded__whoami", {})
+                assert refused.is_error and "bosun server auth guarded" in _text(refused)
 
-    async with Gateway(home, DockerBackend()) as gw:
-        with oauth_remote(port, ttl_s, state):
-            first = _token_number(await gw.call_tool("c", "guarded__whoami", {}))
-            await anyio.sleep(ttl_s + 0.5)  # expired: the next request refreshes it first
-            assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) == first + 1
-        with anyio.fail_after(30):  # restarted mid-session: gone from the lists first ...
-            while "guarded__whoami" in await _names(gw):
-                await anyio.sleep(0.5)
-        with oauth_remote(port, ttl_s, state):  # ... then back, reconnected with the kept tokens
-            with anyio.fail_after(60):
-                while "guarded__whoami" not in await _names(gw):
-                    await anyio.sleep(0.5)
-            assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) >= first + 1
+            # A person authorizes (discovery, registration, PKCE); the "browser" follows the URL to the callback.
+            env = {**env_for(home), "BROWSER": f"{sys.executable} {BROWSER} {ca} %s"}
+            with anyio.fail_after(120):
+                authorized = await anyio.run_process(bosun_cmd("server", "auth", "guarded"), env=env, check=False)
+            out = authorized.stdout.decode() + authorized.stderr.decode()
+            assert authorized.returncode == 0 and "authorized guarded" in out, out
+            stored = {i.name for i in SecretStore(home.root).infos()}
+            assert {"oauth-guarded-access", "oauth-guarded-refresh", "oauth-guarded-client"} <= stored
+
+            async with Gateway(home, DockerBackend()) as gw:
+                first = _token_number(await gw.call_tool("c", "guarded__whoami", {}))
+                await anyio.sleep(ttl_s + 0.5)  # expired: the next request refreshes it first
+                assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) == first + 1
+                await anyio.run_process(["docker", "stop", "-t", "1", container])
+                with anyio.fail_after(30):  # restarted mid-session: gone from the lists first ...
+                    while "guarded__whoami" in await _names(gw):
+                        await anyio.sleep(0.5)
+                await anyio.run_process(["docker", "start", container])
+                with anyio.fail_after(60):  # ... then back, reconnected with the kept (or refreshed) token
+                    while "guarded__whoami" not in await _names(gw):
+                        await anyio.sleep(0.5)
+                assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) >= first + 1
     # No token ever appears in the audit.
-    secrets_ = [SecretStore(home.root).get(n) for n in ("oauth-guarded-access", "oauth-guarded-refresh")]
+    kept = [SecretStore(home.root).get(n) for n in ("oauth-guarded-access", "oauth-guarded-refresh")]
     audit_text = json.dumps([r.detail for r in AuditLog(home.audit_db).records()])
-    assert not any(s in audit_text for s in secrets_)
+    assert not any(token in audit_text for token in kept)

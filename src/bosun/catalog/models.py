@@ -164,6 +164,8 @@ class RemoteSource(_Strict):
     type: Literal["remote"]
     url: Annotated[str, StringConstraints(max_length=2000)]
     transport: Literal["streamable-http", "sse"] = "streamable-http"
+    # PEM certificates of CAs to trust for this server besides the system's: an in-house server's private CA
+    ca_file: Path | None = None
     headers: dict[str, str] = {}
     auth: Literal["none", "oauth"] = "none"  # oauth: authorized once with `bosun server auth NAME`
     scopes: list[str] = []  # asked for when authorizing (default: whatever the server grants)
@@ -178,6 +180,8 @@ class RemoteSource(_Strict):
             raise ValueError(
                 "url must be https; plain http is allowed only to a loopback address, with allow_http: true"
             )
+        if self.ca_file is not None and not self.ca_file.is_absolute():
+            raise ValueError(f"ca_file must be an absolute path, not {str(self.ca_file)!r}")
         bad = [k for k in self.headers if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", k)]
         if bad:
             raise ValueError(f"invalid header name(s): {', '.join(bad)}")
@@ -198,7 +202,7 @@ class RemoteSource(_Strict):
         return f"remote:{self.url}"
 
     def shaping(self) -> dict[str, Any]:
-        return self.model_dump()
+        return self.model_dump(mode="json")
 
 
 SOURCE_TYPES = ("pypi", "npm", "path", "dockerfile", "image", "remote")

@@ -760,7 +760,8 @@ def server_auth(name: Annotated[str, typer.Argument(help="A remote server whose 
     async def open_url(url: str) -> None:
         console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
         with contextlib.suppress(Exception):
-            webbrowser.open(url)
+            # In a thread: a browser command may wait for its page, whose answer this loop must serve.
+            await anyio.to_thread.run_sync(webbrowser.open, url)
 
     try:
         anyio.run(authorize, SecretStore(home.root), name, entry.source, open_url)

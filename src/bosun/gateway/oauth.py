@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from bosun.catalog.models import RemoteSource
+from bosun.gateway.remote import tls_context
 from bosun.secrets.store import SecretError, SecretStore
 
 CALLBACK_PATH = "/callback"
@@ -158,7 +159,9 @@ async def authorize(
     async with _callback() as (redirect, wait):
         auth = _Provider(source.url, _metadata(source, redirect), tokens, open_url, wait)
         async with (
-            httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30, read=CALLBACK_TIMEOUT_S)) as http,
+            httpx2.AsyncClient(
+                auth=auth, timeout=httpx2.Timeout(30, read=CALLBACK_TIMEOUT_S), verify=tls_context(source)
+            ) as http,
             streamable_http_client(source.url, http_client=http) as streams,
             ClientSession(streams[0], streams[1]) as session,
         ):

@@ -6,6 +6,7 @@ background (see ``Upstream``)."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import anyio
@@ -21,16 +22,33 @@ from bosun.gateway.upstream import Connector, Link
 PING_TIMEOUT_S = 10.0
 
 
+def tls_context(source: RemoteSource) -> ssl.SSLContext:
+    """The system's trusted CAs, plus the entry's own (``ca_file``) for a server with a private CA."""
+    context = ssl.create_default_context()
+    if source.ca_file is not None:
+        context.load_verify_locations(cafile=str(source.ca_file))
+    return context
+
+
 def remote_connector(source: RemoteSource, headers: dict[str, str], auth: httpx2.Auth | None = None) -> Connector:
     @contextlib.asynccontextmanager
     async def connect(relay: Relay) -> AsyncIterator[Link]:
+        verify = tls_context(source)
         if source.transport == "sse":
-            async with sse_client(source.url, headers=headers, auth=auth) as (read, write):
-                yield Link(read, write, source.url, _unanswered_ping, reconnect=True)
+
+            def client(
+                headers: dict[str, str] | None = None,
+                timeout: httpx2.Timeout | None = None,
+                auth: httpx2.Auth | None = None,
+            ) -> httpx2.AsyncClient:
+                return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+
+            async with sse_client(source.url, headers=headers, auth=auth, httpx_client_factory=client) as streams:
+                yield Link(streams[0], streams[1], source.url, _unanswered_ping, reconnect=True)
             return
         timeout = httpx2.Timeout(30, read=300)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth) as http,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify) as http,
             streamable_http_client(source.url, http_client=http) as streams,
         ):
             yield Link(streams[0], streams[1], source.url, _unanswered_ping, reconnect=True)
