@@ -1,5 +1,6 @@
 """The official MCP conformance suite, through the gateway: every scenario our fixture passes directly
-must pass through `bosun gateway run --server` with the fixture in its container (scripts/conformance.py)."""
+must pass through `bosun gateway run --server` with the fixture in its container, and the client
+scenarios pass with the gateway as the client (scripts/conformance.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def test_the_gateway_passes_every_scenario_the_fixture_passes(docker_client: doc
     assert totals is not None, run.stdout
     direct, through = totals.group(1, 2), totals.group(3, 4)
     assert direct == through and int(direct[0]) == int(direct[1]) >= 40  # the whole active suite, both ways
+
+
+def test_the_gateway_as_a_client_passes_the_suites_client_scenarios(docker_client: docker.DockerClient) -> None:
+    """The suite's client mode against the gateway's upstream side: each mock server a remote behind Bosun."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--client"], capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    passing = re.search(r"(\d+) of (\d+) client scenarios pass", run.stdout)
+    assert passing is not None and int(passing.group(1)) >= len(conformance.CLIENT_MUST_PASS), run.stdout
 
 
 @pytest.fixture(scope="module")
