@@ -36,6 +36,7 @@ from bosun.catalog.sources import Source, Sources, Trust, read_source
 from bosun.catalog.vulns.db import VulnDB
 from bosun.catalog.vulns.scan import check_image
 from bosun.catalog.vulns.waivers import Waiver, Waivers
+from bosun.cli.clients import client_app
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
 from bosun.config import ConfigError, MountGrant, Settings, VulnSettings
 from bosun.files import write_atomic
@@ -88,6 +89,7 @@ audit_app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 agent_app = typer.Typer(help="Agents: who may call the gateway, each with its own token.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+app.add_typer(client_app, name="client")
 policy_app = typer.Typer(
     help="Central policy: who may call which tool with which arguments (BOSUN_HOME/policy.yaml).",
     no_args_is_help=True,
