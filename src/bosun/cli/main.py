@@ -38,6 +38,7 @@ from bosun.catalog.vulns.scan import check_image
 from bosun.catalog.vulns.waivers import Waiver, Waivers
 from bosun.cli.clients import client_app
 from bosun.cli.output import JsonOpt, console, err_console, fail, progress_printer, table
+from bosun.cli.sandbox import sandbox_app
 from bosun.config import ConfigError, MountGrant, Settings, VulnSettings
 from bosun.files import write_atomic
 from bosun.gateway.agents import OPERATOR, Agents, Directory
@@ -90,6 +91,7 @@ app.add_typer(audit_app, name="audit")
 agent_app = typer.Typer(help="Agents: who may call the gateway, each with its own token.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(client_app, name="client")
+app.add_typer(sandbox_app, name="sandbox")
 policy_app = typer.Typer(
     help="Central policy: who may call which tool with which arguments (BOSUN_HOME/policy.yaml).",
     no_args_is_help=True,
