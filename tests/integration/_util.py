@@ -75,3 +75,28 @@ def open_session(gw: HttpGateway, token: str) -> str:
     sid = r.headers["mcp-session-id"]
     post(gw, token, {"jsonrpc": "2.0", "method": "notifications/initialized"}, **{"mcp-session-id": sid})
     return sid
+
+
+# Run inside a container to try every way out: by proxy, around it, raw TCP, DNS.
+PROBE = """
+import socket, urllib.request, urllib.error
+def get(url, proxy=True):
+    opener = urllib.request.build_opener() if proxy else urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        return opener.open(url, timeout=5).read().decode()
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code}"
+    except OSError as e:
+        return f"FAILED {type(e).__name__}"
+def tcp(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3)
+        return "CONNECTED"
+    except OSError as e:
+        return f"FAILED {type(e).__name__}"
+def dns(name):
+    try:
+        return str(socket.getaddrinfo(name, 80)[0][4])
+    except OSError:
+        return "NO-DNS"
+"""

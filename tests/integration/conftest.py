@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from bosun.catalog.loader import load_catalog
 from bosun.config import MountGrant, Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
+from bosun.images.base import BASE_PYTHON
 from bosun.images.build import build_entry
 from bosun.runtime import engine
 from bosun.runtime.backend import LABEL_GATEWAY
@@ -98,3 +100,41 @@ def start_http_gateway(home: Home, **env: str) -> Iterator[HttpGateway]:
 def http_gateway(home: Home) -> Iterator[HttpGateway]:
     with start_http_gateway(home) as gw:
         yield gw
+
+
+# The "internet" of the egress tests: two small web servers of our own on the engine's default bridge.
+SITE = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = ('<html><body><p>' + sys.argv[1] + '</p></body></html>').encode()\n"
+    "        self.send_response(200)\n"
+    "        self.send_header('Content-Type', 'text/html')\n"
+    "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()\n"
+)
+
+
+@dataclass
+class Sites:
+    allowed: str  # ip:8000
+    forbidden: str
+
+
+@pytest.fixture(scope="module")
+def sites(docker_client: docker.DockerClient) -> Iterator[Sites]:
+    started = []
+    addresses = []
+    for word in ("allowed-site", "forbidden-site"):
+        c = docker_client.containers.run(
+            BASE_PYTHON, ["python3", "-c", SITE, word], detach=True, name=f"bosun-test-{word}-{uuid.uuid4().hex[:6]}",
+            user="10001:10001", cap_drop=["ALL"], read_only=True,
+        )  # fmt: skip
+        started.append(c)
+        c.reload()
+        addresses.append(f"{c.attrs['NetworkSettings']['IPAddress']}:8000")
+    yield Sites(*addresses)
+    for c in started:
+        c.remove(force=True)

@@ -7,58 +7,20 @@ bridge. Nothing is sent to any other address.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import anyio
 import docker
 import pytest
-from _util import override_entry, py
+from _util import PROBE, override_entry, py
+from conftest import Sites
 
 from bosun.gateway.core import Gateway
 from bosun.home import Home
-from bosun.images.base import BASE_PYTHON
 from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED
 from bosun.runtime.docker import DockerBackend
 
 pytestmark = pytest.mark.anyio
-
-SITE = (
-    "import http.server, sys\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        body = ('<html><body><p>' + sys.argv[1] + '</p></body></html>').encode()\n"
-    "        self.send_response(200)\n"
-    "        self.send_header('Content-Type', 'text/html')\n"
-    "        self.send_header('Content-Length', str(len(body)))\n"
-    "        self.end_headers()\n"
-    "        self.wfile.write(body)\n"
-    "http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()\n"
-)
-
-
-@dataclass
-class Sites:
-    allowed: str  # ip:8000
-    forbidden: str
-
-
-@pytest.fixture(scope="module")
-def sites(docker_client: docker.DockerClient) -> Iterator[Sites]:
-    started = []
-    addresses = []
-    for word in ("allowed-site", "forbidden-site"):
-        c = docker_client.containers.run(
-            BASE_PYTHON, ["python3", "-c", SITE, word], detach=True, name=f"bosun-test-{word}-{uuid.uuid4().hex[:6]}",
-            user="10001:10001", cap_drop=["ALL"], read_only=True,
-        )  # fmt: skip
-        started.append(c)
-        c.reload()
-        addresses.append(f"{c.attrs['NetworkSettings']['IPAddress']}:8000")
-    yield Sites(*addresses)
-    for c in started:
-        c.remove(force=True)
 
 
 @pytest.fixture
@@ -73,30 +35,6 @@ async def egress_gateway(home: Home, sites: Sites) -> AsyncIterator[tuple[Gatewa
     assert await leftover.list({LABEL_GATEWAY: gw.id}) == []
     nets = docker.from_env().api.networks(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_GATEWAY}={gw.id}"]})
     assert nets == []
-
-
-PROBE = """
-import socket, urllib.request, urllib.error
-def get(url, proxy=True):
-    opener = urllib.request.build_opener() if proxy else urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        return opener.open(url, timeout=5).read().decode()
-    except urllib.error.HTTPError as e:
-        return f"HTTP {e.code}"
-    except OSError as e:
-        return f"FAILED {type(e).__name__}"
-def tcp(host, port):
-    try:
-        socket.create_connection((host, port), timeout=3)
-        return "CONNECTED"
-    except OSError as e:
-        return f"FAILED {type(e).__name__}"
-def dns(name):
-    try:
-        return str(socket.getaddrinfo(name, 80)[0][4])
-    except OSError:
-        return "NO-DNS"
-"""
 
 
 async def test_only_the_allowlisted_host_is_reachable_and_only_through_the_proxy(

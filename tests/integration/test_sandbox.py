@@ -10,16 +10,18 @@ import os
 import subprocess
 from pathlib import Path
 
+import docker
 import pytest
-from _util import bosun_cmd, env_for
+from _util import PROBE, bosun_cmd, env_for
+from conftest import Sites
 
 from bosun.home import Home
 
 DEVELOPER = 1000  # the workspace belongs to a developer, as it would on their machine
 
 
-def _sandbox(home: Home, workspace: Path, script: str) -> subprocess.CompletedProcess[str]:
-    argv = bosun_cmd("sandbox", "run", "--workspace", str(workspace), "--", "sh", "-c", script)
+def _sandbox(home: Home, workspace: Path, script: str, *options: str) -> subprocess.CompletedProcess[str]:
+    argv = bosun_cmd("sandbox", "run", "--workspace", str(workspace), *options, "--", "sh", "-c", script)
     return subprocess.run(argv, env=env_for(home), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
 
@@ -80,3 +82,29 @@ def test_a_workspace_that_would_expose_everything_is_refused(home: Home) -> None
     run = subprocess.run(bosun_cmd("sandbox", "run", "--workspace", "/", "--", "true"), env=env_for(home),
                          stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0 and "choose the project's folder" in run.stderr
+
+
+def test_egress_goes_to_allowed_hosts_through_the_proxy_and_nowhere_else(
+    home: Home, workspace: Path, sites: Sites
+) -> None:
+    a_host, a_port = sites.allowed.split(":")
+    b_host, b_port = sites.forbidden.split(":")
+    (workspace / "probe.py").write_text(PROBE + f"""
+print("allowed", get("http://{sites.allowed}/"))
+print("forbidden", get("http://{sites.forbidden}/"))
+print("around-the-proxy", get("http://{sites.allowed}/", proxy=False))
+print("raw-tcp", tcp("{a_host}", {a_port}), tcp("{b_host}", {b_port}))
+print("dns", dns("example.com"))
+""")  # fmt: skip
+    run = _sandbox(home, workspace, "python3 probe.py", "--allow-host", sites.allowed)
+    assert run.returncode == 0, run.stdout + run.stderr
+    seen = dict(line.split(" ", 1) for line in run.stdout.strip().splitlines())
+    assert "allowed-site" in seen["allowed"]  # the one allowed host, through Bosun's proxy
+    assert seen["forbidden"] == "HTTP 403"  # the proxy refuses the rest
+    assert seen["around-the-proxy"].startswith("FAILED")  # no route but the proxy
+    assert "CONNECTED" not in seen["raw-tcp"]  # to the allowed host or any other: nothing gets through
+    assert seen["dns"] == "NO-DNS"
+    docker_api = docker.from_env().api
+    left = docker_api.containers(all=True, filters={"label": "io.bosun.sandbox"})
+    assert left == []  # the session's container and its proxy are gone, and so is the network
+    assert docker_api.networks(filters={"name": "bosun-sandbox-"}) == []

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 from docker.errors import APIError, NotFound
 
@@ -15,7 +16,7 @@ from bosun.images.base import SERVER_UID
 from bosun.images.dockerbuild import ImageBuildError
 from bosun.runtime import engine
 from bosun.sandbox.image import ensure_image
-from bosun.sandbox.session import PROTECTED, Sandbox, attach, create, homes, session_user
+from bosun.sandbox.session import PROTECTED, Sandbox, homes, run, session_user, spec_of
 
 sandbox_app = typer.Typer(
     help="Agent sandboxes: a coding agent in a container that sees only its workspace.", no_args_is_help=True
@@ -32,13 +33,23 @@ def sandbox_run(
         Path, typer.Option(help="The folder the agent works in, mounted read-write at the same path.")
     ] = Path("."),
     protect: Annotated[bool, typer.Option(help=f"Mount {', '.join(PROTECTED)} read-only where they exist.")] = True,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="A host (or *.domain, host:port) the agent may reach, through Bosun's egress proxy only. "
+            "Repeat. Default: no network at all.",
+        ),
+    ] = None,
 ) -> None:
     """Run CMD (after --; default: a shell) in a sandbox for WORKSPACE, as the developer would run it.
 
     The container sees the workspace (read-write, same path) and a home of its own kept per workspace
-    (`bosun sandbox ls|rm`), and nothing else of this machine: no other host files, no network, no
-    capabilities, a read-only system, uid 10001, limits on memory, CPU and processes. A terminal,
-    signals, window size and the exit code work as with the command run directly.
+    (`bosun sandbox ls|rm`), and nothing else of this machine: no other host files, no capabilities, a
+    read-only system, the workspace owner's uid (never root), limits on memory, CPU and processes. No
+    network, unless --allow-host names hosts: then its one network is internal, and Bosun's egress proxy
+    the only way out, to those hosts only (unsetting the proxy variables, raw TCP and DNS go nowhere).
+    A terminal, signals, window size and the exit code work as with the command run directly.
 
     Example:  bosun sandbox run --workspace ~/src/app -- git status"""
     if agent != "shell":
@@ -54,12 +65,13 @@ def sandbox_run(
                           "only where that uid may (give the folder to a user to work in it)")  # fmt: skip
     home = Home.default().ensure()
     client = engine.client()
+    sandbox = Sandbox(folder, agent, protect=protect, allow_hosts=tuple(allow_host or ()))
     try:
         image = ensure_image(client, home, agent, progress_printer("  ") if sys.stderr.isatty() else lambda _m: None)
-        container = create(client, Sandbox(folder, agent, protect=protect), image, argv, sys.stdin.isatty())
+        code = anyio.run(run, client, sandbox, spec_of(sandbox, image, argv), sys.stdin.isatty())
     except (ImageBuildError, APIError) as e:
         fail(str(e))
-    attach(container)
+    raise typer.Exit(code)
 
 
 @sandbox_app.command("ls")

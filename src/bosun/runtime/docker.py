@@ -48,6 +48,12 @@ _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
 
 
+def proxy_env(proxy_ip: str) -> dict[str, str]:
+    """The variables that send a container's HTTP(S) through the egress proxy (and nothing around it)."""
+    url = f"http://{proxy_ip}:{EGRESS_PORT}"
+    return {**{k: url for k in _PROXY_VARS}, "NO_PROXY": "", "no_proxy": ""}
+
+
 def hardened_host_config(
     api: docker.APIClient, spec: ContainerSpec, network: str = "none", dns: list[str] | None = None
 ) -> dict[str, Any]:
@@ -214,10 +220,9 @@ class DockerBackend:
         if not spec.egress:
             info, reader, writer = await self._launch(spec, hardened_host_config(self._api, spec), spec.env, {})
             return info, DockerStdio(reader, writer, on_stderr)
-        network, proxy_id, proxy_ip = await self._start_egress(spec, on_egress)
+        network, proxy_id, proxy_ip = await self.start_egress(spec, on_egress)
         try:
-            proxy_url = f"http://{proxy_ip}:{EGRESS_PORT}"
-            env = {**spec.env, **{k: proxy_url for k in _PROXY_VARS}, "NO_PROXY": "", "no_proxy": ""}
+            env = {**spec.env, **proxy_env(proxy_ip)}
             # Its only network is the internal one, and its resolver points nowhere: the proxy,
             # named by address, is the one way out, and names can only be resolved by the proxy.
             host_config = hardened_host_config(self._api, spec, network=network, dns=["127.0.0.1"])
@@ -230,8 +235,9 @@ class DockerBackend:
             raise
         return info, DockerStdio(reader, writer, on_stderr)
 
-    async def _start_egress(self, spec: ContainerSpec, on_egress: EgressSink | None) -> tuple[str, str, str]:
-        """An internal network with no route out, and the proxy that bridges it to the outside."""
+    async def start_egress(self, spec: ContainerSpec, on_egress: EgressSink | None) -> tuple[str, str, str]:
+        """An internal network with no route out, and the proxy that bridges it to the outside for the
+        hosts in ``spec.egress``: (network, proxy container id, proxy address on that network)."""
         network = f"{spec.name}-net"
         labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels}
         await self._run(self._api.create_network, network, driver="bridge", internal=True, labels=labels)
@@ -276,16 +282,18 @@ class DockerBackend:
             if e.status_code != 404:
                 raise
 
+    async def stop_egress(self, network: str, proxy_id: str) -> None:
+        await self._remove(proxy_id)
+        await self._remove_network(network)
+
     async def stop(self, container_id: str, timeout_s: float = 5) -> None:
         try:
             labels = (await self.inspect(container_id))["Config"]["Labels"] or {}
         except APIError:
             labels = {}
         await self._remove(container_id, timeout_s)
-        if proxy := labels.get(LABEL_EGRESS_PROXY):
-            await self._remove(proxy)
-        if network := labels.get(LABEL_EGRESS_NETWORK):
-            await self._remove_network(network)
+        if (proxy := labels.get(LABEL_EGRESS_PROXY)) and (network := labels.get(LABEL_EGRESS_NETWORK)):
+            await self.stop_egress(network, proxy)
 
     async def prune_networks(self) -> None:
         """Remove Bosun's networks that no container uses any more (left by a killed gateway)."""
