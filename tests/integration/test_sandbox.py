@@ -97,6 +97,7 @@ print("raw-tcp", tcp("{a_host}", {a_port}), tcp("{b_host}", {b_port}))
 print("dns", dns("example.com"))
 """)  # fmt: skip
     run = _sandbox(home, workspace, "python3 probe.py", "--allow-host", sites.allowed)
+    subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(home), capture_output=True)
     assert run.returncode == 0, run.stdout + run.stderr
     seen = dict(line.split(" ", 1) for line in run.stdout.strip().splitlines())
     assert "allowed-site" in seen["allowed"]  # the one allowed host, through Bosun's proxy
