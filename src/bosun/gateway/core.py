@@ -421,12 +421,17 @@ class Gateway:
 
     def _connector(self, entry: Entry, client: str, placeholder: Path | None = None) -> Connector:
         if isinstance(entry.source, RemoteSource):
-            try:
-                headers = entry.source.resolved_headers(self.secrets.get)
-            except SecretError as e:
-                raise UpstreamError(f"{entry.name} cannot connect: {e}") from None
-            oauth = gateway_auth(self.secrets, entry.name, entry.source) if entry.source.auth == "oauth" else None
-            return remote_connector(entry.source, headers, oauth)
+            source = entry.source
+
+            def headers() -> dict[str, str]:
+                # At each connect, as a container's secrets are read at each start: a rotated secret applies.
+                try:
+                    return source.resolved_headers(self.secrets.get)
+                except SecretError as e:
+                    raise UpstreamError(f"{entry.name} cannot connect: {e}") from None
+
+            oauth = gateway_auth(self.secrets, entry.name, source) if source.auth == "oauth" else None
+            return remote_connector(source, headers, oauth)
 
         async def stderr(data: bytes) -> None:
             for line in data.decode(errors="replace").splitlines():

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import anyio
 import mcp.types as types
@@ -145,11 +145,9 @@ class LaneSession:
         return True
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
+def _headers(scope: Scope) -> dict[bytes, str]:
+    """The request's headers, read once per request (names arrive lowercased in ASGI)."""
+    return {key: value.decode("latin-1") for key, value in scope["headers"]}
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message], bool]:
@@ -207,7 +205,8 @@ class Lane:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        session_id = _header(scope, b"mcp-session-id")
+        headers = _headers(scope)
+        session_id = headers.get(b"mcp-session-id", "")
         session = self.sessions.get(session_id)
         if session is not None:
             session.in_flight += 1
@@ -218,7 +217,7 @@ class Lane:
             body, messages, whole = await _read_body(receive)
             receive = _replay(messages, receive)
             message = _parse(body) if whole else None
-            if session is not None and message is not None and await self._take(session, message, scope, send):
+            if session is not None and message is not None and await self._take(session, message, scope, headers, send):
                 return
             if not session_id and message is not None and message.get("method") == "initialize":
                 send = self._opening(message, send)
@@ -230,7 +229,9 @@ class Lane:
 
     # -- the lane ---------------------------------------------------------------------------------
 
-    async def _take(self, session: LaneSession, message: dict[str, Any], scope: Scope, send: Send) -> bool:
+    async def _take(
+        self, session: LaneSession, message: dict[str, Any], scope: Scope, headers: dict[bytes, str], send: Send
+    ) -> bool:
         """Serve ``message`` here if it is the lane's; False to leave it to the SDK."""
         method = message.get("method")
         if method is None and "id" in message and ("result" in message or "error" in message):
@@ -240,41 +241,42 @@ class Lane:
             return False
         if method == "notifications/cancelled":
             cancelled = _params(message).get("requestId")
-            call = session.calls.get(cancelled) if _is_id(cancelled) else None  # type: ignore[arg-type]
+            call = session.calls.get(cancelled) if _is_id(cancelled) else None
             if call is None:
                 return False
             call.cancel()
             await _accepted(send)
             return True
-        if method != "tools/call" or not _is_id(message.get("id")) or not await self._fits(scope):
+        if method != "tools/call" or not _is_id(message.get("id")) or not await self._fits(scope, headers):
             return False
         try:
             params = types.CallToolRequestParams.model_validate(message.get("params"))
         except ValidationError:
             return False  # the SDK answers it, and the audit middleware records it
         meta = _params(message).get("_meta")
-        await self._call(session, message["id"], params, meta if isinstance(meta, dict) else {}, scope, send)
+        agent = headers.get(_AGENT) or "unauthenticated"
+        await self._call(session, message["id"], params, meta if isinstance(meta, dict) else {}, agent, send)
         return True
 
-    async def _fits(self, scope: Scope) -> bool:
+    async def _fits(self, scope: Scope, headers: dict[bytes, str]) -> bool:
         """The checks the SDK's transport makes of a POST (Host, Origin, Content-Type, Accept, protocol
         version); a request failing any is left to the SDK, which refuses it in its own words."""
         if await self._security.validate_request(Request(scope), is_post=True) is not None:
             return False
-        accept = _header(scope, b"accept")
-        version = _header(scope, b"mcp-protocol-version")
+        accept = headers.get(b"accept", "")
+        version = headers.get(b"mcp-protocol-version", "")
         if version and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             return False
-        self._host = _header(scope, b"host") or self._host
+        self._host = headers.get(b"host", "") or self._host
         return "text/event-stream" in accept and ("application/json" in accept or "*/*" in accept)
 
     async def _call(
         self, session: LaneSession, request_id: types.RequestId, params: types.CallToolRequestParams,
-        meta: dict[str, Any], scope: Scope, send: Send,
+        meta: dict[str, Any], agent: str, send: Send,
     ) -> None:  # fmt: skip
         reply = session.replies[request_id] = _Reply(send, session.session_id)
         client = f"http:{session.session_id}"
-        self.gateway.bind(client, _header(scope, _AGENT) or "unauthenticated")
+        self.gateway.bind(client, agent)
         token = meta.get("progressToken")
         progress = _progress(reply, token) if token is not None else None
         downstream = Downstream(session, request_id, log_level=self.gateway.log_levels.get(client))
@@ -371,7 +373,7 @@ def _parse(body: bytes) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: Any) -> TypeGuard[types.RequestId]:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 

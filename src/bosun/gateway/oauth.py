@@ -105,11 +105,14 @@ def _metadata(source: RemoteSource, redirect_uri: str) -> OAuthClientMetadata:
 def gateway_auth(store: SecretStore, server: str, source: RemoteSource) -> httpx2.Auth:
     """Auth for the gateway's connection: stored tokens, refreshed as needed; never an interactive flow."""
 
+    why = f"{server} needs authorizing: run `bosun server auth {server}`"
+
     async def refuse(_: str) -> None:
-        raise NeedsAuthorization(f"{server} needs authorizing: run `bosun server auth {server}`")
+        raise NeedsAuthorization(why)
 
     async def no_callback() -> AuthorizationCodeResult:
-        raise NeedsAuthorization(f"{server} needs authorizing: run `bosun server auth {server}`")
+        # Never reached (``refuse`` raises first); the SDK wants both handlers before it starts a flow.
+        raise NeedsAuthorization(why)
 
     # Refresh needs the registration, not a redirect; the URI is the one registered at `bosun server auth`.
     redirect = f"http://127.0.0.1{CALLBACK_PATH}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import httpx2
@@ -30,9 +30,12 @@ def tls_context(source: RemoteSource) -> ssl.SSLContext:
     return context
 
 
-def remote_connector(source: RemoteSource, headers: dict[str, str], auth: httpx2.Auth | None = None) -> Connector:
+def remote_connector(
+    source: RemoteSource, resolve_headers: Callable[[], dict[str, str]], auth: httpx2.Auth | None = None
+) -> Connector:
     @contextlib.asynccontextmanager
     async def connect(relay: Relay) -> AsyncIterator[Link]:
+        headers = resolve_headers()
         verify = tls_context(source)
         if source.transport == "sse":
 

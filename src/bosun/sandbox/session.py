@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import signal
 import sys
@@ -26,8 +25,6 @@ from bosun.images.base import SERVER_UID
 from bosun.runtime.backend import ContainerSpec, Limits, Mount
 from bosun.runtime.docker import DockerBackend, hardened_host_config, proxy_env
 from bosun.sandbox.image import AGENT_HOME
-
-egress_log = logging.getLogger("bosun.egress")
 
 LABEL_SANDBOX = "io.bosun.sandbox"  # the workspace a container or home volume belongs to
 PROTECTED = (".git/hooks", ".git/config", ".mcp.json", ".bashrc", ".profile", ".envrc")
@@ -115,7 +112,7 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
     backend = DockerBackend(client)
     network = proxy_id = proxy_ip = None
     if spec.egress:
-        network, proxy_id, proxy_ip = await backend.start_egress(spec, _log_egress)
+        network, proxy_id, proxy_ip = await backend.start_egress(spec, None)  # decisions go to the egress log
     try:
         container = create(client, sandbox, spec, tty, proxy_ip, network)
         sys.stdout.flush()
@@ -132,10 +129,6 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
         if network is not None and proxy_id is not None:
             with anyio.CancelScope(shield=True):
                 await backend.stop_egress(network, proxy_id)
-
-
-def _log_egress(decision: dict[str, object]) -> None:
-    egress_log.info("sandbox egress decision", extra={"decision": decision})
 
 
 def homes(client: docker.DockerClient) -> list[tuple[str, str]]:
