@@ -1,4 +1,4 @@
-"""Bosun's egress proxy: the only way out for a server container that is allowed any network.
+"""Bosun's egress proxy: the only way out for a server container or agent sandbox allowed any network.
 
 Standard library only, so it runs in ``bosun/base-python`` as one file. Written by hand because
 the check that matters happens *between* name resolution and connect (refusing names that
@@ -7,6 +7,8 @@ resolve to internal addresses), which off-the-shelf forward proxies do not offer
 It speaks ``CONNECT host:port`` (for HTTPS, so TLS stays end to end) and absolute-form plain
 HTTP requests. The proxy resolves names itself; the server container has no resolver. Every
 decision is one JSON line on stdout: host, port, allowed or not, why, and bytes each way.
+For agent sandboxes it also serves credential routes (``bosun.egress.inject``): the one place a
+real API key is put on a request.
 
     python3 -m bosun.egress.proxy --listen 0.0.0.0:3128 --allow api.example.com --allow '*.example.org:8443'
 """
@@ -16,20 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import sys
 import time
 from urllib.parse import urlsplit
 
-from bosun.egress.rules import Allowlist, is_ip_literal, refusal
+from bosun.egress.inject import Credential, serve_route
+from bosun.egress.rules import Allowlist, Denied, is_ip_literal, refusal
 
 MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT_S = 300
-
-
-class Denied(Exception):
-    pass
 
 
 def log(**fields: object) -> None:
@@ -73,8 +73,9 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count
 
 
 class Proxy:
-    def __init__(self, allow: Allowlist) -> None:
+    def __init__(self, allow: Allowlist, sentinel: str = "") -> None:
         self.allow = allow
+        self.sentinel = sentinel.encode()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port, method = "?", 0, "?"
@@ -98,6 +99,9 @@ class Proxy:
                 body_prefix = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""]).encode(
                     "latin-1"
                 )
+                if self.sentinel and self.sentinel in head:
+                    # It leaves as it came: the sentinel is worth nothing, and the log shows who tried.
+                    log(event="sentinel", host=host, port=port, method=method, reason="the sentinel left unreplaced")
             addresses = await resolve_checked(self.allow, host, port)
         except Denied as e:
             log(event="egress", host=host, port=port, method=method, allowed=False, reason=str(e))
@@ -130,21 +134,38 @@ class Proxy:
             bytes_up=up[0], bytes_down=down[0])  # fmt: skip
 
 
-async def serve(listen: str, allow: Allowlist) -> None:
+async def serve(listen: str, allow: Allowlist, credentials: list[Credential], sentinel: str = "") -> None:
     host, _, port = listen.rpartition(":")
-    server = await asyncio.start_server(Proxy(allow).handle, host or "0.0.0.0", int(port), limit=MAX_HEAD)
-    log(event="listening", address=listen, allow=[f"{p.host}:{'/'.join(map(str, p.ports))}" for p in allow.patterns])
-    async with server:
-        await server.serve_forever()
+    proxy = Proxy(allow, sentinel)
+    servers = [await asyncio.start_server(proxy.handle, host or "0.0.0.0", int(port), limit=MAX_HEAD)]
+    for c in credentials:
+        route = functools.partial(serve_route, c, functools.partial(resolve_checked, allow), pipe, log)
+        servers.append(await asyncio.start_server(route, host or "0.0.0.0", c.port, limit=MAX_HEAD))
+    log(event="listening", address=listen, allow=[f"{p.host}:{'/'.join(map(str, p.ports))}" for p in allow.patterns],
+        routes={c.port: c.upstream for c in credentials})  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            await stack.enter_async_context(server)
+        await asyncio.gather(*(server.serve_forever() for server in servers))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Bosun egress proxy")
     parser.add_argument("--listen", default="0.0.0.0:3128")
     parser.add_argument("--allow", action="append", default=[], help="host[:port] or *.domain[:port]")
+    parser.add_argument(
+        "--credential",
+        action="append",
+        default=[],
+        type=Credential.parse,
+        help='a credential route, as JSON: {"secret": ..., "port": ..., "upstream": "https://..."}',
+    )
+    parser.add_argument("--sentinel", default="", help="the stand-in the agent holds; logged when seen leaving")
     args = parser.parse_args(argv)
+    # A credential's upstream is reachable by its route, so it is allowed; checks on its addresses still apply.
+    allow = Allowlist(args.allow + [f"{c.host}:{c.upstream_port}" for c in args.credential])
     try:
-        asyncio.run(serve(args.listen, Allowlist(args.allow)))
+        asyncio.run(serve(args.listen, allow, args.credential, args.sentinel))
     except KeyboardInterrupt:
         sys.exit(0)
 

