@@ -41,14 +41,14 @@ class Credential:
     prefix: str = ""  # "Bearer " for an Authorization header
     ca: str = ""  # PEM of a private CA the upstream's certificate chains to, besides the public ones
 
+    def __post_init__(self) -> None:
+        url = urlsplit(self.upstream)
+        if url.scheme != "https" or not url.hostname:
+            raise ValueError(f"credential upstream {self.upstream!r} must be an https:// URL")
+
     @classmethod
     def parse(cls, text: str) -> Credential:
-        fields = json.loads(text)
-        credential = cls(**fields)
-        url = urlsplit(credential.upstream)
-        if url.scheme != "https" or not url.hostname:
-            raise ValueError(f"credential upstream {credential.upstream!r} must be an https:// URL")
-        return credential
+        return cls(**json.loads(text))
 
     @property
     def host(self) -> str:

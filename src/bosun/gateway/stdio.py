@@ -5,6 +5,9 @@ costs a hop to a worker thread and back; profiled under load that was about a se
 stdio gateway's busy time. When stdin and stdout are pipes, sockets or terminals (what an MCP
 client gives a child), this transport reads and writes them with asyncio's non-blocking pipe
 transports instead; anything else (a regular file, say) is read in a worker thread as before.
+When both are one socket (a connection handed to the gateway, as ``bosun sandbox`` does), it is
+served as a socket: a write pipe transport on it would take the next incoming message for the
+peer hanging up.
 
 Like the SDK's, it takes fds 0 and 1 for itself while serving and points them at the null
 device and at stderr, so a stray ``print`` in a library cannot corrupt the wire.
@@ -17,6 +20,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
+import stat
 from collections.abc import AsyncIterator
 
 import anyio
@@ -62,6 +67,11 @@ class _Pipes:
     @classmethod
     async def open(cls, claim: _Claim) -> _Pipes:
         loop = asyncio.get_running_loop()
+        given, taken = os.fstat(claim.stdin), os.fstat(claim.stdout)
+        if stat.S_ISSOCK(given.st_mode) and (given.st_dev, given.st_ino) == (taken.st_dev, taken.st_ino):
+            sock = socket.socket(fileno=os.dup(claim.stdin))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_MESSAGE)
+            return cls(reader, writer, writer.transport)
         reader = asyncio.StreamReader(limit=MAX_MESSAGE, loop=loop)
         read_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         in_pipe = os.fdopen(claim.stdin, "rb", buffering=0, closefd=False)

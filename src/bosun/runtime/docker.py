@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -156,7 +156,7 @@ async def _read_decisions(
                     decision = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(decision, dict) and decision.get("event") == "egress":
+                if isinstance(decision, dict) and decision.get("event") in ("egress", "sentinel"):
                     decision["server"] = server
                     if sink is not None:
                         sink(decision)
@@ -235,9 +235,18 @@ class DockerBackend:
             raise
         return info, DockerStdio(reader, writer, on_stderr)
 
-    async def start_egress(self, spec: ContainerSpec, on_egress: EgressSink | None) -> tuple[str, str, str]:
+    async def start_egress(
+        self,
+        spec: ContainerSpec,
+        on_egress: EgressSink | None,
+        proxy_args: Sequence[str] = (),
+        proxy_secrets: Sequence[SecretFile] = (),
+    ) -> tuple[str, str, str]:
         """An internal network with no route out, and the proxy that bridges it to the outside for the
-        hosts in ``spec.egress``: (network, proxy container id, proxy address on that network)."""
+        hosts in ``spec.egress``: (network, proxy container id, proxy address on that network).
+
+        ``proxy_args`` and ``proxy_secrets`` give the proxy credential routes (``bosun.egress.inject``): the
+        keys reach the proxy's container only, the way a server's secrets reach that server only."""
         network = f"{spec.name}-net"
         labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels}
         await self._run(self._api.create_network, network, driver="bridge", internal=True, labels=labels)
@@ -246,10 +255,11 @@ class DockerBackend:
             image=EGRESS_IMAGE,
             server=spec.server,
             command=["python3", "-m", "bosun.egress.proxy"],
-            args=["--listen", f"0.0.0.0:{EGRESS_PORT}", *[a for h in spec.egress for a in ("--allow", h)]],
+            args=["--listen", f"0.0.0.0:{EGRESS_PORT}", *[a for h in spec.egress for a in ("--allow", h)], *proxy_args],
             limits=Limits(memory_mb=128, cpus=0.5, pids=64),
             user=spec.user,
             labels=spec.labels,
+            secrets=list(proxy_secrets),
         )
         try:
             info, reader, writer = await self._launch(

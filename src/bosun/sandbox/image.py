@@ -1,12 +1,13 @@
-"""The agent image: Bosun's Node base plus the usual developer tools, built locally like server images.
+"""Agent images: Bosun's Node base, the usual developer tools and the kit's agent, built locally like server images.
 
-One image per agent kit. This slice has the ``shell`` kit only (git, Python, Node, a shell); the kits
-for Claude Code and Codex add their npm package once egress and credential isolation are in place.
+One image per kit. The agent comes from its real npm package at the version its kit pins, installed at
+build time (the only time a registry is reached); the image is rebuilt when its recipe changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Callable
 
 import docker
@@ -14,16 +15,27 @@ from docker.errors import ImageNotFound
 
 from bosun.home import Home
 from bosun.images.base import BASE_NODE, DROP_PRIVILEGED_FILES, SERVER_UID, ensure_base_images
-from bosun.images.dockerbuild import build
+from bosun.images.dockerbuild import BUILD_CA_PATH, build
+from bosun.sandbox.kits import Kit
 
 AGENT_HOME = "/home/agent"
-TOOLS = ("git", "python3", "python3-venv", "bash", "less", "procps", "ca-certificates")
+# socat joins an agent's MCP stdio to the gateway's socket (kits.BRIDGE).
+TOOLS = ("git", "python3", "python3-venv", "bash", "less", "procps", "ca-certificates", "socat")
 
-_DOCKERFILE = f"""FROM {BASE_NODE}
+
+def dockerfile(kit: Kit) -> str:
+    agent = (
+        f"RUN NODE_EXTRA_CA_CERTS={BUILD_CA_PATH} npm install -g --no-audit --no-fund --loglevel=error "
+        f"{shlex.quote(kit.package)} && rm -rf /root/.npm /tmp/* && {DROP_PRIVILEGED_FILES}\n"
+        if kit.package
+        else ""
+    )
+    return f"""FROM {BASE_NODE}
 USER root
+COPY build-ca.crt {BUILD_CA_PATH}
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\
     {" ".join(TOOLS)} && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb && {DROP_PRIVILEGED_FILES}
-# The home is a volume per workspace, filled by Docker from here on first use. The session runs as the
+{agent}# The home is a volume per workspace, filled by Docker from here on first use. The session runs as the
 # workspace's owner, whose uid the image cannot know: the home is writable by any uid (sticky), and only
 # that one session's container ever mounts it.
 RUN install -d -m 1777 {AGENT_HOME}
@@ -33,12 +45,12 @@ CMD ["bash"]
 """
 
 
-def image_tag(kit: str) -> str:
-    recipe = hashlib.sha256(_DOCKERFILE.encode()).hexdigest()[:12]
-    return f"bosun/sandbox-{kit}:{recipe}"
+def image_tag(kit: Kit) -> str:
+    recipe = hashlib.sha256(dockerfile(kit).encode()).hexdigest()[:12]
+    return f"bosun/sandbox-{kit.name}:{recipe}"
 
 
-def ensure_image(client: docker.DockerClient, home: Home, kit: str, progress: Callable[[str], None]) -> str:
+def ensure_image(client: docker.DockerClient, home: Home, kit: Kit, progress: Callable[[str], None]) -> str:
     """The kit's image id, built first if this recipe was never built here."""
     tag = image_tag(kit)
     try:
@@ -46,5 +58,5 @@ def ensure_image(client: docker.DockerClient, home: Home, kit: str, progress: Ca
     except ImageNotFound:
         pass
     ensure_base_images(client, home.cache_dir, progress)
-    progress(f"building {tag} (once)")
-    return build(client, _DOCKERFILE, tag, progress, labels={"io.bosun.sandbox-kit": kit})
+    progress(f"building {tag} (once{', installing ' + kit.package if kit.package else ''})")
+    return build(client, dockerfile(kit), tag, progress, labels={"io.bosun.sandbox-kit": kit.name})

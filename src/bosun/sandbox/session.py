@@ -6,27 +6,46 @@ network unless hosts are allowed, and then only through Bosun's egress proxy on 
 (the same topology server containers get). The container is created with Docker's API and the same
 hardened host config as server containers; the terminal side is ``docker start --attach
 --interactive``, run as a child, which carries the TTY, signals, window size and exit code.
+
+A kit with an API (Claude Code, Codex) gets a sentinel in its key variable and its base URL pointed at
+the proxy's credential route, where the real key is put on (``bosun.egress.inject``). With a gateway
+agent, the gateway's socket is mounted in and the agent's MCP configuration names it
+(``bosun.sandbox.relay``). Each session's start, end, egress decisions and credential uses are audited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
+import json
 import os
+import posixpath
+import secrets
 import signal
 import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import docker
 
+from bosun.audit.log import AuditLog, Record
+from bosun.egress.inject import Credential
 from bosun.images.base import SERVER_UID
-from bosun.runtime.backend import ContainerSpec, Limits, Mount
+from bosun.runtime.backend import ContainerSpec, Limits, Mount, SecretFile
 from bosun.runtime.docker import DockerBackend, hardened_host_config, proxy_env
 from bosun.sandbox.image import AGENT_HOME
+from bosun.sandbox.kits import GATEWAY_SOCKET, KITS, Kit
+from bosun.sandbox.relay import GatewayRelay
 
 LABEL_SANDBOX = "io.bosun.sandbox"  # the workspace a container or home volume belongs to
+CREDENTIAL_PORT = 3129  # the proxy's route for the kit's API key, next to its forward-proxy port
 PROTECTED = (".git/hooks", ".git/config", ".mcp.json", ".bashrc", ".profile", ".envrc")
 
 
@@ -42,12 +61,15 @@ def session_user(workspace: Path) -> str:
 @dataclass(frozen=True)
 class Sandbox:
     workspace: Path
-    kit: str = "shell"
+    kit: Kit = KITS["shell"]
     memory_mb: int = 4096
     cpus: float = 2.0
     pids: int = 1024
     protect: bool = True
     allow_hosts: tuple[str, ...] = ()
+    api_url: str = ""  # the kit's API elsewhere (an in-house LLM gateway); empty: the kit's own
+    api_ca: str = ""  # PEM of a private CA that API's certificate chains to
+    gateway_agent: str | None = None  # the Bosun agent its MCP calls are made as; None: no gateway
 
     @property
     def key(self) -> str:
@@ -85,7 +107,21 @@ def spec_of(sandbox: Sandbox, image: str, argv: list[str]) -> ContainerSpec:
     )
 
 
-def create(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, tty: bool, proxy_ip: str | None,
+def sentinel() -> str:
+    """What the agent holds instead of its key: shaped like one, unique to the session, worth nothing."""
+    return f"sk-bosun-sentinel-{secrets.token_hex(16)}"
+
+
+def credential_route(sandbox: Sandbox) -> Credential | None:
+    """The proxy's route for the kit's key, to the kit's API or the one the user named; ValueError if not https."""
+    api = sandbox.kit.api
+    if api is None:
+        return None
+    return Credential(api.secret, CREDENTIAL_PORT, sandbox.api_url or api.upstream, api.header, api.prefix,
+                      sandbox.api_ca)  # fmt: skip
+
+
+def create(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, tty: bool, env: dict[str, str],
            network: str | None) -> str:  # fmt: skip
     """The session's container, created (not started); removed by the engine when it exits."""
     api = client.api
@@ -97,8 +133,7 @@ def create(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, t
     # Unlike a server, whose stdout is an MCP stream nobody else may keep, a session is attached to a
     # terminal; the engine still keeps no log of it.
     host["AutoRemove"] = True
-    env = {"HOME": AGENT_HOME, **({"TERM": os.environ.get("TERM", "xterm")} if tty else {})}
-    env |= proxy_env(proxy_ip) if proxy_ip else {}
+    env = {"HOME": AGENT_HOME, **sandbox.kit.env, **({"TERM": os.environ.get("TERM", "xterm")} if tty else {}), **env}
     created = api.create_container(
         spec.image, command=spec.command, user=spec.user, working_dir=str(sandbox.workspace), stdin_open=True,
         tty=tty, environment=env, labels=spec.labels, host_config=host, name=spec.name,
@@ -106,15 +141,72 @@ def create(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, t
     return str(created["Id"])
 
 
-async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, tty: bool) -> int:
-    """The session, start to end: egress (if any) up, the container attached to this terminal, everything
-    removed after; returns the agent's exit code."""
+class SessionAudit:
+    """A sandbox session in the audit: its start and end, every egress decision, every credential put on."""
+
+    def __init__(self, audit: AuditLog, sandbox: Sandbox, session: str) -> None:
+        self.audit, self.sandbox, self.session = audit, sandbox, session
+        self.agent = sandbox.gateway_agent or "sandbox"
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self.audit.append(Record(kind=f"sandbox/{kind}", agent=self.agent, session=self.session,
+                                 server=f"sandbox:{self.sandbox.kit.name}", **fields))  # fmt: skip
+
+    def egress(self, decision: dict[str, Any]) -> None:
+        kind = (
+            "sentinel"
+            if decision.get("event") == "sentinel"
+            else "credential"
+            if decision.get("injected")
+            else "egress"
+        )
+        detail = {k: v for k, v in decision.items() if k not in ("ts", "event", "server", "allowed", "reason")}
+        allowed = decision.get("allowed", True)
+        self.record(kind, tool=str(decision.get("host", "")), decision="allow" if allowed else "deny",
+                    reason=str(decision.get("reason", "")), outcome="ok" if allowed else "refused",
+                    detail=detail)  # fmt: skip
+
+
+async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, tty: bool, api_key: str | None,
+              route: Credential | None, audit: AuditLog, log_dir: Path) -> int:  # fmt: skip
+    """The session, start to end: egress (if any) up, the gateway's socket served, the container attached to
+    this terminal, everything removed after; returns the agent's exit code."""
     backend = DockerBackend(client)
-    network = proxy_id = proxy_ip = None
-    if spec.egress:
-        network, proxy_id, proxy_ip = await backend.start_egress(spec, None)  # decisions go to the egress log
-    try:
-        container = create(client, sandbox, spec, tty, proxy_ip, network)
+    trail = SessionAudit(audit, sandbox, spec.name)
+    stand_in = sentinel()
+    async with contextlib.AsyncExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bosun-sbx-")))
+        env: dict[str, str] = {}
+        mounts = list(spec.mounts)
+        if sandbox.gateway_agent is not None:
+            relay = GatewayRelay(work / "gateway.sock", sandbox.gateway_agent, log_dir / f"{spec.name}-gateway.log")
+            await stack.enter_async_context(relay)
+            mounts.append(Mount(relay.path, GATEWAY_SOCKET, read_only=False))
+            if sandbox.kit.mcp_file:
+                config = work / "mcp-config"
+                config.write_text(sandbox.kit.mcp_config())
+                config.chmod(0o644)
+                mounts.append(Mount(config, posixpath.join(AGENT_HOME, sandbox.kit.mcp_file)))
+        network = None
+        if spec.egress or route is not None:
+            proxy_args, proxy_secrets = [], []
+            if route is not None and api_key is not None:
+                proxy_args = ["--credential", json.dumps(dataclasses.asdict(route)), "--sentinel", stand_in]
+                proxy_secrets = [SecretFile(route.secret, None, api_key)]
+            network, proxy_id, proxy_ip = await backend.start_egress(spec, trail.egress, proxy_args, proxy_secrets)
+            stack.push_async_callback(_shielded, backend.stop_egress, network, proxy_id)
+            env |= proxy_env(proxy_ip)
+            if route is not None and sandbox.kit.api is not None:
+                env |= {sandbox.kit.api.env: stand_in, sandbox.kit.api.base_url_env: f"http://{proxy_ip}:{route.port}"}
+                # The route is the proxy itself: asked through the forward port, it would be just another host.
+                env |= {"NO_PROXY": proxy_ip, "no_proxy": proxy_ip}
+        spec = dataclasses.replace(spec, mounts=mounts)
+        container = create(client, sandbox, spec, tty, env, network)
+        trail.record("start", image=spec.image, detail={
+            "workspace": str(sandbox.workspace), "command": spec.command, "allow_hosts": spec.egress,
+            "credential": route.secret if route and api_key else None, "gateway_agent": sandbox.gateway_agent,
+        })  # fmt: skip
+        started = time.monotonic()
         sys.stdout.flush()
         sys.stderr.flush()
         # Ctrl-C is the agent's: it reaches the docker CLI (same process group), which passes it on. A
@@ -122,13 +214,17 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
         previous = signal.signal(signal.SIGINT, lambda *_: None)
         try:
             child = await asyncio.create_subprocess_exec("docker", "start", "--attach", "--interactive", container)
-            return await child.wait()
+            code = await child.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
-    finally:
-        if network is not None and proxy_id is not None:
-            with anyio.CancelScope(shield=True):
-                await backend.stop_egress(network, proxy_id)
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        trail.record("stop", outcome="ok" if code == 0 else "error", duration_ms=elapsed_ms, detail={"exit_code": code})
+        return code
+
+
+async def _shielded(stop: Callable[[str, str], Awaitable[None]], network: str, proxy_id: str) -> None:
+    with anyio.CancelScope(shield=True):
+        await stop(network, proxy_id)
 
 
 def homes(client: docker.DockerClient) -> list[tuple[str, str]]:

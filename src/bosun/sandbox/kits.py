@@ -1,0 +1,83 @@
+"""Agent kits: what each coding agent needs in its sandbox, and nothing more.
+
+A kit names the agent's npm package at a pinned version (installed into its image), the API its key is
+bound to, the variables the agent reads its key and base URL from, and where the agent reads its MCP
+configuration, so Bosun can point it at the gateway. The versions are pinned so a sandbox is the same
+on every machine; moving one is a change to this file, reviewed like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+GATEWAY_SOCKET = "/run/bosun/gateway.sock"  # the gateway, as the sandbox sees it (see sandbox.relay)
+# How an agent in the sandbox starts "the bosun MCP server": socat joins its stdio to the gateway's socket.
+BRIDGE = ["socat", "STDIO", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """The agent's API key: kept in Bosun's secret store, put on requests by the egress proxy only."""
+
+    secret: str  # its name in the secret store (`bosun secret set NAME`)
+    env: str  # the variable the agent reads its key from: in the sandbox it holds a sentinel
+    base_url_env: str  # the variable that points the agent at its API: the proxy's route for the key
+    upstream: str  # the real API, https only
+    header: str = "x-api-key"
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Kit:
+    name: str
+    description: str
+    package: str = ""  # npm spec, pinned
+    command: tuple[str, ...] = ("bash",)
+    api: ApiKey | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    mcp_file: str = (
+        ""  # where the agent reads an MCP configuration Bosun may own (mounted read-only); relative: in its home
+    )
+
+    def mcp_config(self) -> str:
+        """The agent's MCP configuration: one server, Bosun's gateway."""
+        if self.name == "codex":
+            return f'[mcp_servers.bosun]\ncommand = "{BRIDGE[0]}"\nargs = {json.dumps(BRIDGE[1:])}\n'
+        return json.dumps({"mcpServers": {"bosun": {"type": "stdio", "command": BRIDGE[0], "args": BRIDGE[1:]}}})
+
+
+KITS = {
+    kit.name: kit
+    for kit in (
+        Kit("shell", "git, Python, Node and bash; bring your own agent"),
+        Kit(
+            "claude",
+            "Claude Code",
+            package="@anthropic-ai/claude-code@2.1.331",
+            command=("claude",),
+            api=ApiKey("anthropic-api-key", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+            # Its installation is read-only, and hosts beyond its API are not allowed unless the user adds them:
+            # updates, telemetry and error reports would only wait for a refusal.
+            env={"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
+            # Claude Code's managed MCP file on Linux: it takes precedence over the user's and project's, and the
+            # agent cannot edit it, so its tools come through the gateway only.
+            mcp_file="/etc/claude-code/managed-mcp.json",
+        ),
+        Kit(
+            "codex",
+            "OpenAI Codex CLI",
+            package="@openai/codex@0.169.0",
+            command=("codex",),
+            api=ApiKey(
+                "openai-api-key",
+                "OPENAI_API_KEY",
+                "OPENAI_BASE_URL",
+                "https://api.openai.com/v1",
+                header="Authorization",
+                prefix="Bearer ",
+            ),
+            mcp_file=".codex/config.toml",
+        ),
+    )
+}
