@@ -289,3 +289,23 @@ def test_a_malicious_agent_finds_only_the_sentinel_and_reaches_nothing_else(
     refused = [r for r in records if r.kind == "sandbox/egress" and r.decision == "deny"]
     assert any(r.tool == forbidden_host for r in refused)
     assert REAL_KEY.encode() not in claude_home.audit_db.read_bytes()
+
+
+def test_codex_reaches_its_api_through_the_route_with_the_real_key(
+    home: Home, workspace: Path, fake_llm: FakeLlm
+) -> None:
+    """The real Codex CLI takes its base URL from Bosun's managed configuration and its key from the route. The
+    fake API does not speak the Responses API, so the run ends in Codex's error: what matters is what arrived."""
+    real = "sk-proj-" + secrets.token_hex(20)
+    subprocess.run(bosun_cmd("secret", "set", "openai-api-key"), input=real, env=env_for(home), check=True,
+                   capture_output=True, text=True)  # fmt: skip
+    before = len(fake_llm.recorded())
+    script = "codex mcp list; timeout 30 codex exec --skip-git-repo-check hello </dev/null >/dev/null 2>&1; true"
+    run = _sandbox(home, workspace, script, "--agent", "codex", "--api-url", f"{fake_llm.url}/v1",
+                   "--api-ca", str(fake_llm.ca))  # fmt: skip
+    subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(home), capture_output=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "UNIX-CONNECT:/run/bosun/gateway.sock" in run.stdout  # its one MCP server is the gateway
+    requests = fake_llm.recorded()[before:]
+    assert requests and {r["path"] for r in requests} == {"/v1/responses"}
+    assert all(r["authorization"] == f"Bearer {real}" for r in requests)

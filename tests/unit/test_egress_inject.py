@@ -14,9 +14,9 @@ import pytest
 from fixtures.tls import issue
 
 from bosun.egress import inject
-from bosun.egress.inject import Credential, rewrite_request, serve_route
-from bosun.egress.proxy import log, pipe
-from bosun.egress.rules import Denied
+from bosun.egress.inject import Credential, rewrite_request, rewrite_response_head, serve_route
+from bosun.egress.proxy import Proxy, log, pipe
+from bosun.egress.rules import Allowlist, Denied
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-real-key-0123456789"
@@ -143,8 +143,39 @@ async def test_a_refused_upstream_or_a_missing_key_is_an_error_not_a_crash(
     elsewhere = Credential("llm-key", 0, "https://internal.example.test")
     refused = await through_route(elsewhere, POST)
     assert refused.startswith("HTTP/1.1 403") and "not in the allowlist" in refused
-    garbage = await through_route(elsewhere, b"GET http://x/ HTTP/1.1\r\n\r\n")
+    garbage = await through_route(elsewhere, b"GET x HTTP/1.1\r\n\r\n")
     assert garbage.startswith("HTTP/1.1 400")
+
+
+async def test_a_client_that_proxies_its_base_url_still_gets_the_route(upstream: Upstream, delivered: Path) -> None:
+    """Codex's WebSocket client sends every connection to the proxy, its base URL's too: by CONNECT, or as an
+    absolute-form request. Both reach the route (the proxy's own address and a route's port), not the outside."""
+    credential = Credential("llm-key", 4321, f"https://127.0.0.1:{upstream.port}", ca=upstream.ca)
+    routes = {4321: functools.partial(serve_route, credential, loopback, pipe, log)}
+    server = await asyncio.start_server(Proxy(Allowlist([]), routes=routes).handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        for head in (POST.replace(b"POST /v1", b"POST http://127.0.0.1:4321/v1"),
+                     b"CONNECT 127.0.0.1:4321 HTTP/1.1\r\n\r\n" + POST):  # fmt: skip
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head)
+            answer = (await asyncio.wait_for(reader.read(), 10)).decode()
+            writer.close()
+            assert answer.endswith('{"answer": 42}'), answer
+    assert [h.split("\r\n")[0] for h in upstream.heads] == ["POST /v1/messages?beta=true HTTP/1.1"] * 2
+    assert all(f"x-api-key: {KEY}" in h for h in upstream.heads)
+
+
+def test_a_websocket_upgrade_keeps_its_connection() -> None:
+    credential = Credential("k", 1, "https://api.example.test/v1", header="Authorization", prefix="Bearer ")
+    head, _, path = rewrite_request(
+        b"GET /responses HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x\r\n\r\n",
+        credential, "s3",
+    )  # fmt: skip
+    assert path == "/v1/responses"
+    assert head.endswith(b"Sec-WebSocket-Key: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    assert rewrite_response_head(switching) == switching
 
 
 def test_only_https_upstreams_are_accepted() -> None:

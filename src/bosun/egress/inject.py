@@ -76,20 +76,28 @@ def rewrite_request(head: bytes, credential: Credential, key: str) -> tuple[byte
     a body ends."""
     request_line, *lines = head.decode("latin-1").split("\r\n")
     method, target, _version = request_line.split(" ", 2)
+    if target.startswith("http://"):  # absolute form, from a client that proxies even its base URL
+        asked = urlsplit(target)
+        target = (asked.path or "/") + (f"?{asked.query}" if asked.query else "")
     if not target.startswith("/"):
         raise ValueError("a credential route takes origin-form requests (GET /path), as from a base URL")
     base = urlsplit(credential.upstream)
     host = base.netloc.rpartition("@")[2]
     bound = credential.header.lower() + ":"
+    upgrade = [h for h in lines if h.lower().startswith("upgrade:")]
     kept = [h for h in lines if h and not h.lower().startswith((bound, *_HOP_BY_HOP))]
     path = base.path.rstrip("/") + target
     out = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"{credential.header}: {credential.prefix}{key}", *kept]
-    return "\r\n".join([*out, "Connection: close", "", ""]).encode("latin-1"), method, path.partition("?")[0]
+    # A WebSocket (Codex's Responses API) stays one connection for its life, so it keeps its upgrade.
+    ending = [*upgrade[:1], "Connection: Upgrade"] if upgrade else ["Connection: close"]
+    return "\r\n".join([*out, *ending, "", ""]).encode("latin-1"), method, path.partition("?")[0]
 
 
 def rewrite_response_head(head: bytes) -> bytes:
     """The upstream's response head with ``Connection: close``: the route serves one exchange per connection."""
     status, *lines = head.decode("latin-1").split("\r\n")
+    if status.split(" ")[1:2] == ["101"]:
+        return head  # switching protocols: the connection is the client's now
     kept = [h for h in lines if h and not h.lower().startswith(("connection:", "keep-alive:"))]
     return "\r\n".join([status, *kept, "Connection: close", "", ""]).encode("latin-1")
 
@@ -99,9 +107,17 @@ Pipe = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[int]], Awaitab
 Log = Callable[..., None]
 
 
-async def serve_route(credential: Credential, resolve: Resolver, pipe: Pipe, log: Log,
-                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # fmt: skip
-    """One connection on a credential route: one request out with the real key, its response back."""
+async def serve_route(
+    credential: Credential,
+    resolve: Resolver,
+    pipe: Pipe,
+    log: Log,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    head: bytes | None = None,
+) -> None:
+    """One connection on a credential route: one request out with the real key, its response back.
+    ``head`` is the request's head when the forward port already read it."""
     fields: dict[str, object] = {"event": "egress", "host": credential.host, "port": credential.upstream_port,
                                  "credential": credential.secret}  # fmt: skip
 
@@ -112,7 +128,8 @@ async def serve_route(credential: Credential, resolve: Resolver, pipe: Pipe, log
         writer.close()
 
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        if head is None:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
         try:
             key = credential.key().strip()
         except OSError:

@@ -23,6 +23,8 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Awaitable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from bosun.egress.inject import Credential, serve_route
@@ -72,10 +74,22 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count
             writer.close()
 
 
+class Route(Protocol):
+    def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes | None = None
+                 ) -> Awaitable[None]: ...  # fmt: skip
+
+
 class Proxy:
-    def __init__(self, allow: Allowlist, sentinel: str = "") -> None:
+    def __init__(self, allow: Allowlist, sentinel: str = "", routes: dict[int, Route] | None = None) -> None:
         self.allow = allow
         self.sentinel = sentinel.encode()
+        self.routes = routes or {}
+
+    def _route_for(self, writer: asyncio.StreamWriter, host: str, port: int) -> Route | None:
+        """A credential route asked for through the forward port: some clients (Codex's WebSocket) proxy every
+        connection, NO_PROXY or not. The proxy's own address on the client's network is the one it was reached at."""
+        own = writer.get_extra_info("sockname")
+        return self.routes.get(port) if own and host == own[0] else None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port, method = "?", 0, "?"
@@ -89,11 +103,16 @@ class Proxy:
                 host, _, port_text = target.rpartition(":")
                 port = int(port_text)
                 body_prefix = b""
+                if route := self._route_for(writer, host, port):
+                    writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    return await route(reader, writer, None)
             else:
                 url = urlsplit(target)
                 if url.scheme != "http" or not url.hostname:
                     raise Denied("only CONNECT or absolute http:// requests go through this proxy")
                 host, port = url.hostname, url.port or 80
+                if route := self._route_for(writer, host, port):
+                    return await route(reader, writer, head)
                 path = (url.path or "/") + (f"?{url.query}" if url.query else "")
                 kept = [h for h in header_lines if h and not h.lower().startswith(("proxy-", "connection:"))]
                 body_prefix = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""]).encode(
@@ -136,11 +155,14 @@ class Proxy:
 
 async def serve(listen: str, allow: Allowlist, credentials: list[Credential], sentinel: str = "") -> None:
     host, _, port = listen.rpartition(":")
-    proxy = Proxy(allow, sentinel)
+    routes: dict[int, Route] = {
+        c.port: functools.partial(serve_route, c, functools.partial(resolve_checked, allow), pipe, log)
+        for c in credentials
+    }
+    proxy = Proxy(allow, sentinel, routes)
     servers = [await asyncio.start_server(proxy.handle, host or "0.0.0.0", int(port), limit=MAX_HEAD)]
-    for c in credentials:
-        route = functools.partial(serve_route, c, functools.partial(resolve_checked, allow), pipe, log)
-        servers.append(await asyncio.start_server(route, host or "0.0.0.0", c.port, limit=MAX_HEAD))
+    for route_port, route in routes.items():
+        servers.append(await asyncio.start_server(route, host or "0.0.0.0", route_port, limit=MAX_HEAD))
     log(event="listening", address=listen, allow=[f"{p.host}:{'/'.join(map(str, p.ports))}" for p in allow.patterns],
         routes={c.port: c.upstream for c in credentials})  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:

@@ -51,12 +51,13 @@ def image_tag(kit: Kit) -> str:
 
 
 def ensure_image(client: docker.DockerClient, home: Home, kit: Kit, progress: Callable[[str], None]) -> str:
-    """The kit's image id, built first if this recipe was never built here."""
+    """The kit's image id, built first if this recipe was never built here. The base images are brought up to
+    date first, the egress proxy's included: the session runs this version's proxy, never an older one."""
+    ensure_base_images(client, home.cache_dir, progress)
     tag = image_tag(kit)
     try:
         return str(client.images.get(tag).id)
     except ImageNotFound:
         pass
-    ensure_base_images(client, home.cache_dir, progress)
     progress(f"building {tag} (once{', installing ' + kit.package if kit.package else ''})")
     return build(client, dockerfile(kit), tag, progress, labels={"io.bosun.sandbox-kit": kit.name})

@@ -1,9 +1,9 @@
 """Agent kits: what each coding agent needs in its sandbox, and nothing more.
 
 A kit names the agent's npm package at a pinned version (installed into its image), the API its key is
-bound to, the variables the agent reads its key and base URL from, and where the agent reads its MCP
-configuration, so Bosun can point it at the gateway. The versions are pinned so a sandbox is the same
-on every machine; moving one is a change to this file, reviewed like any other.
+bound to, the variables the agent reads its key and base URL from, and where the agent reads the
+configuration an administrator owns, so Bosun can point it at the gateway. The versions are pinned so a
+sandbox is the same on every machine; moving one is a change to this file, reviewed like any other.
 """
 
 from __future__ import annotations
@@ -36,15 +36,24 @@ class Kit:
     command: tuple[str, ...] = ("bash",)
     api: ApiKey | None = None
     env: dict[str, str] = field(default_factory=dict)
-    mcp_file: str = (
-        ""  # where the agent reads an MCP configuration Bosun may own (mounted read-only); relative: in its home
-    )
+    # Where the agent reads a configuration the administrator owns (mounted read-only): Bosun names the gateway
+    # there, and the API's base URL for an agent that takes it from its configuration only.
+    managed_file: str = ""
 
-    def mcp_config(self) -> str:
-        """The agent's MCP configuration: one server, Bosun's gateway."""
+    def managed_config(self, base_url: str | None, gateway: bool) -> str:
+        """That file's content for one session, or "" when there is nothing to say."""
         if self.name == "codex":
-            return f'[mcp_servers.bosun]\ncommand = "{BRIDGE[0]}"\nargs = {json.dumps(BRIDGE[1:])}\n'
-        return json.dumps({"mcpServers": {"bosun": {"type": "stdio", "command": BRIDGE[0], "args": BRIDGE[1:]}}})
+            lines = [f"openai_base_url = {json.dumps(base_url)}"] if base_url else []
+            if gateway:
+                lines += [
+                    "[mcp_servers.bosun]",
+                    f"command = {json.dumps(BRIDGE[0])}",
+                    f"args = {json.dumps(BRIDGE[1:])}",
+                ]
+            return "\n".join(lines) + "\n" if lines else ""
+        if gateway and self.managed_file:
+            return json.dumps({"mcpServers": {"bosun": {"type": "stdio", "command": BRIDGE[0], "args": BRIDGE[1:]}}})
+        return ""
 
 
 KITS = {
@@ -62,7 +71,7 @@ KITS = {
             env={"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
             # Claude Code's managed MCP file on Linux: it takes precedence over the user's and project's, and the
             # agent cannot edit it, so its tools come through the gateway only.
-            mcp_file="/etc/claude-code/managed-mcp.json",
+            managed_file="/etc/claude-code/managed-mcp.json",
         ),
         Kit(
             "codex",
@@ -77,7 +86,9 @@ KITS = {
                 header="Authorization",
                 prefix="Bearer ",
             ),
-            mcp_file=".codex/config.toml",
+            # Codex's managed configuration layer: above the user's ~/.codex/config.toml, which stays theirs. Codex
+            # takes its base URL from configuration (openai_base_url), not from OPENAI_BASE_URL.
+            managed_file="/etc/codex/managed_config.toml",
         ),
     )
 }

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import posixpath
 import secrets
 import signal
 import sys
@@ -182,12 +181,7 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
             relay = GatewayRelay(work / "gateway.sock", sandbox.gateway_agent, log_dir / f"{spec.name}-gateway.log")
             await stack.enter_async_context(relay)
             mounts.append(Mount(relay.path, GATEWAY_SOCKET, read_only=False))
-            if sandbox.kit.mcp_file:
-                config = work / "mcp-config"
-                config.write_text(sandbox.kit.mcp_config())
-                config.chmod(0o644)
-                mounts.append(Mount(config, posixpath.join(AGENT_HOME, sandbox.kit.mcp_file)))
-        network = None
+        network = base_url = None
         if spec.egress or route is not None:
             proxy_args, proxy_secrets = [], []
             if route is not None and api_key is not None:
@@ -197,9 +191,15 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
             stack.push_async_callback(_shielded, backend.stop_egress, network, proxy_id)
             env |= proxy_env(proxy_ip)
             if route is not None and sandbox.kit.api is not None:
-                env |= {sandbox.kit.api.env: stand_in, sandbox.kit.api.base_url_env: f"http://{proxy_ip}:{route.port}"}
+                base_url = f"http://{proxy_ip}:{route.port}"
+                env |= {sandbox.kit.api.env: stand_in, sandbox.kit.api.base_url_env: base_url}
                 # The route is the proxy itself: asked through the forward port, it would be just another host.
                 env |= {"NO_PROXY": proxy_ip, "no_proxy": proxy_ip}
+        if managed := sandbox.kit.managed_config(base_url, sandbox.gateway_agent is not None):
+            config = work / "managed-config"
+            config.write_text(managed)
+            config.chmod(0o644)
+            mounts.append(Mount(config, sandbox.kit.managed_file))
         spec = dataclasses.replace(spec, mounts=mounts)
         container = create(client, sandbox, spec, tty, env, network)
         trail.record("start", image=spec.image, detail={
@@ -212,11 +212,18 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
         # Ctrl-C is the agent's: it reaches the docker CLI (same process group), which passes it on. A
         # Python handler, unlike SIG_IGN, is not inherited by the child.
         previous = signal.signal(signal.SIGINT, lambda *_: None)
+        loop = asyncio.get_running_loop()
         try:
             child = await asyncio.create_subprocess_exec("docker", "start", "--attach", "--interactive", container)
+            # Terminated or hung up on, the session ends as the agent's does (the docker CLI passes the signal on),
+            # and this process lives on to remove the proxy and network.
+            for ending in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(ending, child.send_signal, ending)
             code = await child.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
+            for ending in (signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(ending)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         trail.record("stop", outcome="ok" if code == 0 else "error", duration_ms=elapsed_ms, detail={"exit_code": code})
         return code
