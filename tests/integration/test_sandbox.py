@@ -51,12 +51,17 @@ def test_the_agent_sees_its_workspace_and_nothing_else(home: Home, workspace: Pa
     host_secret = tmp_path / "host-home" / ".aws" / "credentials"
     host_secret.parent.mkdir(parents=True)
     host_secret.write_text("[default]\naws_secret_access_key = real\n")
+    host_key = tmp_path / "host-home" / ".ssh" / "id_ed25519"
+    host_key.parent.mkdir()
+    host_key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     marker = tmp_path / "outside-the-workspace"
     marker.write_text("still here")
     script = f"""
         python3 main.py > ran.txt
         id -u > uid.txt
         test -e {host_secret} && echo SAW-HOST-SECRET
+        test -e {host_key} && echo SAW-HOST-SECRET
+        ls ~/.aws ~/.ssh 2>/dev/null && echo SAW-HOST-SECRET
         test -e {marker} && echo SAW-OUTSIDE
         rm -rf /usr /etc /bin /opt 2>/dev/null; test -d /usr && echo root-intact
         touch /anywhere 2>/dev/null || echo cannot-write-outside
