@@ -142,6 +142,26 @@ class AuditLog:
         rows = self._db.execute("SELECT * FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
         return [_row_to_record(r) for r in reversed(rows)]
 
+    def find(self, equal: dict[str, str], after: int = 0, limit: int = 100) -> list[Record]:
+        """The newest ``limit`` records after ``after`` whose fields equal the given values (empty ones are
+        ignored), oldest first."""
+        wanted = {k: v for k, v in equal.items() if v}
+        unknown = set(wanted) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"no such audit field: {', '.join(sorted(unknown))}")
+        where = " AND ".join(["seq > ?", *(f"{k} = ?" for k in wanted)])
+        sql = f"SELECT * FROM records WHERE {where} ORDER BY seq DESC LIMIT ?"
+        rows = self._db.execute(sql, (after, *wanted.values(), limit)).fetchall()
+        return [_row_to_record(r) for r in reversed(rows)]
+
+    def get(self, seq: int) -> Record | None:
+        row = self._db.execute("SELECT * FROM records WHERE seq = ?", (seq,)).fetchone()
+        return _row_to_record(row) if row else None
+
+    def last_seen(self) -> dict[str, str]:
+        """Each agent's newest record time."""
+        return dict(self._db.execute("SELECT agent, MAX(ts) FROM records GROUP BY agent").fetchall())
+
     def follow(self, after: int, poll_s: float = 0.5) -> Iterator[Record]:
         """Records as they are appended (by this or any other process), forever."""
         while True:

@@ -865,6 +865,12 @@ def gateway_run(
         str | None,
         typer.Option("--server", help="Serve only this enabled server, under its own tool and prompt names."),
     ] = None,
+    with_console: Annotated[
+        bool,
+        typer.Option(
+            "--console", help="HTTP: serve the governance console at /console (sign in with the gateway token)."
+        ),
+    ] = False,
 ) -> None:
     """Serve every enabled server's tools, resources and prompts as <server>__<name> on one endpoint.
 
@@ -885,6 +891,8 @@ def gateway_run(
 
     if transport not in ("stdio", "http"):
         fail(f"--transport must be stdio or http, not {transport!r}")
+    if with_console and transport != "http":
+        fail("--console needs --transport http: the console is a web page on the gateway's port")
     if no_auth and host not in ("127.0.0.1", "localhost", "::1"):
         fail("--no-auth is only allowed when binding to loopback")
     logs.setup(log_level)
@@ -903,10 +911,12 @@ def gateway_run(
         fail("--metrics-port is for stdio; an HTTP gateway serves /metrics itself")
     _engine(home)
     token: str | None = None
-    if (transport == "http" and not no_auth) or metrics_port is not None:
-        token, created = home.gateway_token()
+    admin_token: str | None = None
+    if (transport == "http" and not no_auth) or metrics_port is not None or with_console:
+        admin_token, created = home.gateway_token()
         if created:
-            err_console.print(f"gateway token (shown once; kept in {home.token_file}): [bold]{token}[/]")
+            err_console.print(f"gateway token (shown once; kept in {home.token_file}): [bold]{admin_token}[/]")
+        token = None if no_auth else admin_token
 
     async def main() -> None:
         async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout, only=server_name) as gw:
@@ -919,7 +929,9 @@ def gateway_run(
                     tg.cancel_scope.cancel()
             else:
                 err_console.print(f"gateway listening on http://{host}:{port}/mcp (also /healthz and /metrics)")
-                await serve_http(gw, server, host, port, token, allow_origin)
+                if with_console:
+                    err_console.print(f"console at http://{host}:{port}/console/ (sign in with the gateway token)")
+                await serve_http(gw, server, host, port, token, allow_origin, admin_token if with_console else None)
 
     tracing = traces.configure()
     try:

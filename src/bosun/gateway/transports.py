@@ -124,9 +124,16 @@ def _metrics_route(gateway: Gateway, token: str | None) -> Route:
 
 
 def http_app(
-    gateway: Gateway, server: Server[Any], host: str, port: int, token: str | None, allowed_origins: list[str]
+    gateway: Gateway,
+    server: Server[Any],
+    host: str,
+    port: int,
+    token: str | None,
+    allowed_origins: list[str],
+    console_token: str | None = None,
 ) -> ASGIApp:
-    """The HTTP face; ``token`` None means no authentication (loopback testing only)."""
+    """The HTTP face; ``token`` None means no authentication (loopback testing only). With ``console_token``,
+    the console is served under /console, where browsers sign in with that token (no bearer header)."""
 
     async def healthz(_: Request) -> Response:
         servers = [e.name for e in gateway.enabled_entries()]
@@ -144,7 +151,29 @@ def http_app(
         host=host, transport_security=security, custom_starlette_routes=routes, session_idle_timeout=None
     )
     app = Lane(app, gateway, security)
-    return BearerAuth(app, gateway.directory, token) if token else app
+    mcp_face = BearerAuth(app, gateway.directory, token) if token else app
+    if console_token is None:
+        return mcp_face
+    from bosun.console.app import console_app  # the console's templates load only when it is served
+
+    return _ConsoleFirst(console_app(gateway, console_token), mcp_face)
+
+
+class _ConsoleFirst:
+    """/console to the console (its own sign-in), everything else to the MCP face and its bearer check."""
+
+    def __init__(self, console: ASGIApp, rest: ASGIApp) -> None:
+        self.console, self.rest = console, rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/console" or path.startswith("/console/")):
+            # Starlette routes on the path below root_path; the path itself stays whole.
+            scope = dict(scope, root_path=scope.get("root_path", "") + "/console", path=path.rstrip("/") + "/"
+                         if path == "/console" else path)  # fmt: skip
+            await self.console(scope, receive, send)
+            return
+        await self.rest(scope, receive, send)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -181,8 +210,9 @@ async def serve_http(
     port: int,
     token: str | None,
     allowed_origins: list[str] | None = None,
+    console_token: str | None = None,
 ) -> None:
-    app = http_app(gateway, server, host, port, token, allowed_origins or [])
+    app = http_app(gateway, server, host, port, token, allowed_origins or [], console_token)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     uv = _Uvicorn(config)
     state = gateway.home.gateway_file

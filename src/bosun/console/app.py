@@ -1,0 +1,298 @@
+"""The governance console: server-rendered pages under ``/console`` of the HTTP gateway.
+
+Pages are Jinja2 templates; htmx (vendored, see ``static/vendor/PROVENANCE``) swaps in what changes,
+and server-sent events bring the live parts (activity, approvals) without a reload. Every page
+needs a signed-in session (``console.auth``); every change needs its CSRF token. Values are shown
+as the audit keeps them, already redacted, so no secret is ever rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from bosun.audit.log import AuditLog, Record
+from bosun.config import ConfigError, Settings
+from bosun.console import state
+from bosun.console.auth import COOKIE, PRE_COOKIE, TTL_S, Login, Logins, csrf_ok, set_cookie
+from bosun.gateway.agents import Agents
+from bosun.gateway.core import Gateway
+from bosun.policy.asks import AskError
+
+POLL_S = 0.5
+FILTERS = ("agent", "server", "tool", "decision")
+SECURITY_HEADERS = {
+    # Scripts and styles come from the console itself only; no page may frame it.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[Request, Login], Awaitable[Response]]
+
+
+class Console:
+    def __init__(self, gateway: Gateway, admin_token: str) -> None:
+        self.gw = gateway
+        self.logins = Logins(admin_token)
+        self.audit = AuditLog(gateway.home.audit_db)  # its own connection: the gateway's writes go on meanwhile
+        folder = Path(str(resources.files("bosun.console")))
+        self.templates = Jinja2Templates(directory=str(folder / "templates"))
+        self.static = StaticFiles(directory=str(folder / "static"))
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def page(self, request: Request, name: str, login: Login | None, status: int = 200, **context: Any) -> Response:
+        context |= {"csrf": login.csrf if login else "", "page": name.split(".")[0].split("_")[0]}
+        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def signed_in(self, handler: Handler, change: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """Only for a signed-in browser; a change also needs the session's CSRF token."""
+
+        async def endpoint(request: Request) -> Response:
+            login = self.logins.of(request)
+            if login is None:
+                if request.headers.get("HX-Request"):
+                    return Response(status_code=401, headers={"HX-Redirect": "/console/login"})
+                return RedirectResponse("/console/login", status_code=303)
+            if change:
+                presented = request.headers.get("X-CSRF-Token")
+                if presented is None:
+                    presented = str((await request.form()).get("csrf", ""))
+                if not csrf_ok(login, presented):
+                    return Response("the form is stale or forged (CSRF token mismatch); reload the page", 403)
+            return await handler(request, login)
+
+        return endpoint
+
+    # -- sign in --------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+        response = self.page(request, "login.html", None, pre=pre, error="")
+        set_cookie(response, PRE_COOKIE, pre, 600)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        pre = request.cookies.get(PRE_COOKIE, "")
+        if not pre or form.get("pre") != pre:
+            return self.page(request, "login.html", None, 403, pre=pre, error="The form expired; try again.")
+        session = self.logins.sign_in(str(form.get("token", "")))
+        if session is None:
+            self.gw.audit.append(Record(kind="console/login", agent="console", decision="deny", outcome="refused",
+                                        reason="wrong admin token"))  # fmt: skip
+            return self.page(request, "login.html", None, 401, pre=pre, error="That is not the admin token.")
+        self.gw.audit.append(Record(kind="console/login", agent="console"))
+        response = RedirectResponse("/console/", status_code=303)
+        set_cookie(response, COOKIE, session, TTL_S)
+        response.delete_cookie(PRE_COOKIE, path="/console")
+        return response
+
+    async def logout(self, request: Request, _login: Login) -> Response:
+        self.logins.sign_out(request)
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    # -- servers --------------------------------------------------------------------------------
+
+    async def servers(self, request: Request, login: Login) -> Response:
+        rows = await anyio.to_thread.run_sync(state.servers, self.gw)
+        return self.page(request, "servers.html", login, servers=rows, message=request.query_params.get("m", ""))
+
+    async def server_switch(self, request: Request, login: Login) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
+        entry = self.gw.catalog.entries.get(name)
+        if action not in ("enable", "disable"):
+            return Response(f"no action {action!r}: enable or disable", 404)
+        if entry is None:
+            return Response(f"no catalog entry named {name!r}", 404)
+        settings = Settings.load(self.gw.home.config_file)
+        try:
+            if action == "enable":
+                settings.enable(entry, [])
+            elif name in settings.servers:
+                settings.servers[name].enabled = False
+            settings.save(self.gw.home.config_file)
+        except ConfigError as e:
+            return RedirectResponse(f"/console/servers?m={e}", status_code=303)
+        self.gw.audit.append(Record(kind=f"console/server-{action}", agent="console", server=name))
+        # The gateway picks the settings up within a second, as after `bosun server enable`.
+        return RedirectResponse(f"/console/servers?m={action}d {name}", status_code=303)
+
+    # -- agents ---------------------------------------------------------------------------------
+
+    async def agents(self, request: Request, login: Login, token: str = "", error: str = "") -> Response:
+        rows = state.agents(self.gw, self.audit)
+        return self.page(request, "agents.html", login, agents=rows, token=token, error=error)
+
+    async def agent_add(self, request: Request, login: Login) -> Response:
+        form = await request.form()
+        name = str(form.get("name", "")).strip()
+        groups = [g.strip() for g in str(form.get("groups", "")).split(",") if g.strip()]
+        directory = Agents.load(self.gw.home.agents_file)
+        try:
+            token = directory.add(name, groups)
+        except (ValueError, ValidationError) as e:
+            message = f"{name!r}: not a valid agent name" if isinstance(e, ValidationError) else str(e)
+            return await self.agents(request, login, error=message.splitlines()[0])
+        directory.save(self.gw.home.agents_file)
+        self.gw.audit.append(Record(kind="console/agent-add", agent="console", detail={"name": name, "groups": groups}))
+        return await self.agents(request, login, token=f"{name}: {token}")
+
+    async def agent_revoke(self, request: Request, login: Login) -> Response:
+        name = request.path_params["name"]
+        directory = Agents.load(self.gw.home.agents_file)
+        try:
+            directory.revoke(name)
+        except ValueError as e:
+            return await self.agents(request, login, error=str(e))
+        directory.save(self.gw.home.agents_file)
+        self.gw.audit.append(Record(kind="console/agent-revoke", agent="console", detail={"name": name}))
+        return RedirectResponse("/console/agents", status_code=303)
+
+    # -- activity -------------------------------------------------------------------------------
+
+    def _filters(self, request: Request) -> dict[str, str]:
+        return {k: request.query_params.get(k, "").strip() for k in FILTERS}
+
+    async def activity(self, request: Request, login: Login) -> Response:
+        filters = self._filters(request)
+        records = list(reversed(self.audit.find(filters, limit=100)))
+        head = self.audit.head()
+        query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+        return self.page(request, "activity.html", login, records=records, filters=filters,
+                         after=head.seq if head else 0, query=query)  # fmt: skip
+
+    async def activity_stream(self, request: Request, _login: Login) -> Response:
+        filters = self._filters(request)
+        after = int(request.query_params.get("after", "0") or 0)
+        row = self.templates.get_template("_record_row.html")
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            nonlocal after
+            while True:
+                batch = self.audit.records(after, 200)
+                for record in batch:
+                    if all(not v or getattr(record, k) == v for k, v in filters.items()):
+                        yield {"event": "record", "data": row.render(r=record)}
+                if batch:
+                    after = batch[-1].seq
+                else:
+                    await asyncio.sleep(POLL_S)
+
+        return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
+
+    async def record(self, request: Request, login: Login) -> Response:
+        found = self.audit.get(int(request.path_params["seq"]))
+        if found is None:
+            return self.page(request, "missing.html", login, 404, what=f"audit record {request.path_params['seq']}")
+        shown = json.dumps(found.payload() | {"prev": found.prev, "hash": found.hash}, indent=2, default=str)
+        return self.page(request, "record.html", login, r=found, shown=shown)
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def approvals(self, request: Request, login: Login) -> Response:
+        return self.page(request, "approvals.html", login, asks=self.gw.asks.pending(), error="")
+
+    async def approvals_stream(self, request: Request, login: Login) -> Response:
+        listing = self.templates.get_template("_asks.html")
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            shown: list[str] | None = None
+            while True:
+                asks = self.gw.asks.pending()
+                ids = [a["id"] for a in asks]
+                if ids != shown:
+                    shown = ids
+                    yield {"event": "asks", "data": listing.render(asks=asks, csrf=login.csrf)}
+                await asyncio.sleep(POLL_S)
+
+        return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
+
+    async def answer(self, request: Request, login: Login) -> Response:
+        ask_id, verdict = request.path_params["ask"], request.path_params["verdict"]
+        try:
+            self.gw.asks.answer(ask_id, verdict == "approve", by="console")
+        except AskError as e:
+            return self.page(request, "approvals.html", login, 409, asks=self.gw.asks.pending(), error=str(e))
+        return RedirectResponse("/console/approvals", status_code=303)
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    async def audit_page(self, request: Request, login: Login) -> Response:
+        return self.page(request, "audit.html", login, head=self.audit.head(), result=None)
+
+    async def audit_verify(self, request: Request, login: Login) -> Response:
+        def verify() -> tuple[int, list[Any]]:
+            own = AuditLog(self.gw.home.audit_db)
+            try:
+                return own.verify()
+            finally:
+                own.close()
+
+        count, problems = await anyio.to_thread.run_sync(verify)
+        return self.page(request, "audit.html", login, head=self.audit.head(), result=(count, problems))
+
+    async def _exported(self) -> AsyncIterator[str]:
+        own = AuditLog(self.gw.home.audit_db)
+        try:
+            for r in own.records():
+                yield json.dumps(r.payload() | {"prev": r.prev, "hash": r.hash}, default=str) + "\n"
+        finally:
+            own.close()
+
+    async def audit_export(self, _request: Request, _login: Login) -> Response:
+        headers = {"Content-Disposition": 'attachment; filename="bosun-audit.jsonl"', **SECURITY_HEADERS}
+        return StreamingResponse(self._exported(), media_type="application/x-ndjson", headers=headers)
+
+    async def home_page(self, _request: Request, _login: Login) -> Response:
+        return RedirectResponse("/console/servers", status_code=303)
+
+    def app(self) -> Starlette:
+        s = self.signed_in
+        return Starlette(routes=[
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", s(self.logout, change=True), methods=["POST"]),
+            Route("/", s(self.home_page)),
+            Route("/servers", s(self.servers)),
+            Route("/servers/{name}/{action:str}", s(self.server_switch, change=True), methods=["POST"]),
+            Route("/agents", s(self.agents)),
+            Route("/agents", s(self.agent_add, change=True), methods=["POST"]),
+            Route("/agents/{name}/revoke", s(self.agent_revoke, change=True), methods=["POST"]),
+            Route("/activity", s(self.activity)),
+            Route("/activity/stream", s(self.activity_stream)),
+            Route("/activity/{seq:int}", s(self.record)),
+            Route("/approvals", s(self.approvals)),
+            Route("/approvals/stream", s(self.approvals_stream)),
+            Route("/approvals/{ask}/{verdict:str}", s(self.answer, change=True), methods=["POST"]),
+            Route("/audit", s(self.audit_page)),
+            Route("/audit/verify", s(self.audit_verify, change=True), methods=["POST"]),
+            Route("/audit/export", s(self.audit_export)),
+            Mount("/static", self.static),
+        ])  # fmt: skip
+
+
+def console_app(gateway: Gateway, admin_token: str) -> Starlette:
+    return Console(gateway, admin_token).app()

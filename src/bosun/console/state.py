@@ -1,0 +1,99 @@
+"""What the console shows, read from the running gateway and the home: plain rows for the templates.
+
+Nothing here renders or decides; each function answers one page's question from the same sources the
+CLI reads (lock, attestations, settings, agents, audit, asks), so the console and `bosun` never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from bosun.audit.log import AuditLog
+from bosun.catalog.signing import TrustError, verify_image
+from bosun.catalog.vulns.scan import check_image
+from bosun.gateway.agents import Agents
+from bosun.gateway.core import Gateway
+from bosun.images.lock import Lock
+
+
+@dataclass
+class Container:
+    id: str
+    client: str
+    uptime: str
+    restarts: int
+
+
+@dataclass
+class ServerRow:
+    name: str
+    title: str
+    source: str
+    enabled: bool
+    image: str = ""  # short image id; empty when not built
+    signature: str = "not built"
+    signed: bool = False
+    sbom: bool = False
+    audit_score: int | None = None
+    vulns: dict[str, int] = field(default_factory=dict)  # blocking / waived / below
+    containers: list[Container] = field(default_factory=list)
+
+
+def _since(started_at: str) -> str:
+    try:
+        started = datetime.fromisoformat(started_at.replace("Z", "+00:00")[:26] + "+00:00")
+    except ValueError:
+        return "?"
+    seconds = int((datetime.now(UTC) - started).total_seconds())
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
+
+
+def servers(gw: Gateway) -> list[ServerRow]:
+    lock = Lock.load(gw.home.lock_file)
+    running: dict[str, list[Container]] = {}
+    for (server, client), upstream in gw.upstreams().items():
+        info = upstream.container
+        if info is not None:
+            running.setdefault(server, []).append(Container(info.id[:12], client, _since(info.started_at),
+                                                            upstream.restarts))  # fmt: skip
+    rows = []
+    for entry in gw.catalog:
+        row = ServerRow(entry.name, entry.title, entry.source.describe(), gw.is_enabled(entry.name),
+                        containers=running.get(entry.name, []))  # fmt: skip
+        locked = lock.images.get(entry.name)
+        if locked is not None:
+            row.image, row.audit_score = locked.image_id[7:19], locked.audit_score
+            try:
+                verify_image(gw.home.root, entry.name, locked.image_id)
+                row.signature, row.signed, row.sbom = "verified", True, True
+            except TrustError as e:
+                row.signature = str(e).split(";")[0][:160]
+            verdict = check_image(gw.home, entry.name, locked.image_id, gw.settings.vulnerabilities.block_at,
+                                  date.today())  # fmt: skip
+            if verdict is not None:
+                row.vulns = {"blocking": len(verdict.blocking), "waived": len(verdict.waived),
+                             "below": len(verdict.below)}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class AgentRow:
+    name: str
+    groups: list[str]
+    created: str
+    revoked: str
+    last_seen: str
+
+
+def agents(gw: Gateway, audit: AuditLog) -> list[AgentRow]:
+    seen = audit.last_seen()
+    rows = []
+    for a in Agents.load(gw.home.agents_file).agents:
+        revoked = a.revoked.strftime("%Y-%m-%d %H:%M") if a.revoked else ""
+        rows.append(
+            AgentRow(a.name, a.groups, a.created.strftime("%Y-%m-%d %H:%M"), revoked, seen.get(a.name, "")[:19])
+        )
+    return rows
