@@ -87,11 +87,11 @@ class HttpGateway:
 
 
 @contextlib.contextmanager
-def start_http_gateway(home: Home, **env: str) -> Iterator[HttpGateway]:
-    """``bosun gateway run --transport http`` as its own process, healthy, stopped with SIGTERM after."""
+def start_http_gateway(home: Home, *options: str, **env: str) -> Iterator[HttpGateway]:
+    """``bosun gateway run --transport http [OPTIONS]`` as its own process, healthy, stopped with SIGTERM after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    argv = bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port))
+    argv = bosun_cmd("gateway", "run", "--transport", "http", "--port", str(port), *options)
     with started(argv, f"{base}/healthz", "the gateway", env={**env_for(home), **env}) as proc:
         yield HttpGateway(f"{base}/mcp", base, home.gateway_token()[0], proc, home)
 
