@@ -85,7 +85,8 @@ def test_a_platform_engineer_sees_and_steers_the_gateway(browser: Browser, conso
     page.get_by_role("button", name="Sign in").click()
 
     # Servers: the enabled ones, their verified images and SBOMs.
-    expect(page).to_have_url(f"{gw.base}/console/servers")
+    expect(page).to_have_url(f"{gw.base}/console/overview")
+    page.get_by_role("link", name="Servers").click()
     time_row = page.locator("#server-time")
     expect(time_row).to_contain_text("verified")
     expect(time_row).to_contain_text("enabled")
@@ -104,6 +105,24 @@ def test_a_platform_engineer_sees_and_steers_the_gateway(browser: Browser, conso
     live.get_by_role("link").click()
     expect(page.locator("pre")).to_contain_text('"tool": "get_current_time"')
     shot(page, "record")
+
+    # Overview: the call is in the chart and in the latency table; Sessions: its session, no leg touched.
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator("#calls-desc")).to_contain_text("1 calls allowed")
+    expect(page.locator("#overview tbody")).to_contain_text("time")
+    shot(page, "overview")
+    page.get_by_role("link", name="Sessions").click()
+    expect(page.locator("#sessions tbody tr").first).to_contain_text("ci-bot")
+    shot(page, "sessions")
+
+    # Policy: what would happen if ci-bot read the graph? The rule says ask.
+    page.get_by_role("link", name="Policy").click()
+    expect(page.get_by_role("status")).to_contain_text("validates")
+    page.get_by_label("Agent").fill("ci-bot")
+    page.get_by_label("Tool").fill("memory__read_graph")
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator("#decision")).to_contain_text("ask by graph-needs-a-person")
+    shot(page, "policy")
 
     # Approvals: a call the policy asks about waits; approved here, it completes.
     outcome: dict[str, Any] = {}

@@ -33,9 +33,11 @@ from bosun.console.auth import COOKIE, PRE_COOKIE, TTL_S, Login, Logins, csrf_ok
 from bosun.gateway.agents import Agents
 from bosun.gateway.core import Gateway
 from bosun.policy.asks import AskError
+from bosun.policy.rules import PolicyError
+from bosun.policy.rules import load as rules_load
 
 POLL_S = 0.5
-FILTERS = ("agent", "server", "tool", "decision")
+FILTERS = ("agent", "server", "tool", "decision", "session")
 SECURITY_HEADERS = {
     # Scripts and styles come from the console itself only; no page may frame it.
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -118,6 +120,14 @@ class Console:
 
     async def servers(self, request: Request, login: Login) -> Response:
         rows = await anyio.to_thread.run_sync(state.servers, self.gw)
+
+        async def measure(c: state.Container) -> None:
+            used = await self.gw.backend.memory_bytes(c.id)
+            c.memory = f"{used / 2**20:.0f} MiB" if used is not None else ""
+
+        async with anyio.create_task_group() as tg:
+            for c in (c for row in rows for c in row.containers):
+                tg.start_soon(measure, c)
         return self.page(request, "servers.html", login, servers=rows, message=request.query_params.get("m", ""))
 
     async def server_switch(self, request: Request, login: Login) -> Response:
@@ -215,20 +225,23 @@ class Console:
     async def approvals(self, request: Request, login: Login) -> Response:
         return self.page(request, "approvals.html", login, asks=self.gw.asks.pending(), error="")
 
-    async def approvals_stream(self, request: Request, login: Login) -> Response:
-        listing = self.templates.get_template("_asks.html")
+    def panel_stream(self, event: str, render: Callable[[], str], every_s: float = POLL_S) -> Response:
+        """Server-sent events carrying a panel's HTML each time it changes."""
 
         async def events() -> AsyncIterator[dict[str, str]]:
-            shown: list[str] | None = None
+            shown = None
             while True:
-                asks = self.gw.asks.pending()
-                ids = [a["id"] for a in asks]
-                if ids != shown:
-                    shown = ids
-                    yield {"event": "asks", "data": listing.render(asks=asks, csrf=login.csrf)}
-                await asyncio.sleep(POLL_S)
+                html = render()
+                if html != shown:
+                    shown = html
+                    yield {"event": event, "data": html}
+                await asyncio.sleep(every_s)
 
         return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
+
+    async def approvals_stream(self, _request: Request, login: Login) -> Response:
+        listing = self.templates.get_template("_asks.html")
+        return self.panel_stream("asks", lambda: listing.render(asks=self.gw.asks.pending(), csrf=login.csrf))
 
     async def answer(self, request: Request, login: Login) -> Response:
         ask_id, verdict = request.path_params["ask"], request.path_params["verdict"]
@@ -237,6 +250,64 @@ class Console:
         except AskError as e:
             return self.page(request, "approvals.html", login, 409, asks=self.gw.asks.pending(), error=str(e))
         return RedirectResponse("/console/approvals", status_code=303)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def sessions(self, request: Request, login: Login) -> Response:
+        return self.page(request, "sessions.html", login, sessions=state.sessions(self.gw))
+
+    async def sessions_stream(self, _request: Request, _login: Login) -> Response:
+        panel = self.templates.get_template("_sessions.html")
+        return self.panel_stream("sessions", lambda: panel.render(sessions=state.sessions(self.gw)))
+
+    # -- overview -------------------------------------------------------------------------------
+
+    def _overview(self) -> dict[str, Any]:
+        series, latencies = state.overview(self.audit)
+        peak = max([m.allowed + m.denied for m in series] + [1])
+        return {"series": series, "latencies": latencies, "peak": peak}
+
+    async def overview(self, request: Request, login: Login) -> Response:
+        return self.page(request, "overview.html", login, **self._overview())
+
+    async def overview_stream(self, _request: Request, _login: Login) -> Response:
+        panel = self.templates.get_template("_overview.html")
+        return self.panel_stream("overview", lambda: panel.render(**self._overview()), every_s=2)
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    def _policy_context(self) -> dict[str, Any]:
+        path = self.gw.home.policy_file
+        text = path.read_text() if path.exists() else ""
+        try:
+            rules_load(path)
+            problem = ""
+        except (PolicyError, OSError) as e:
+            problem = str(e)
+        active = self.gw.policy.policy
+        return {"text": self.gw.redactor.text(text)[0], "problem": problem, "path": str(path),
+                "rules": len(active.rules), "default": active.default}  # fmt: skip
+
+    async def policy(self, request: Request, login: Login) -> Response:
+        return self.page(request, "policy.html", login, check=None, asked={}, **self._policy_context())
+
+    async def policy_check(self, request: Request, login: Login) -> Response:
+        form = await request.form()
+        asked = {k: str(form.get(k, "")).strip() for k in ("agent", "tool", "arguments")}
+        server, sep, name = asked["tool"].partition("__")
+        check: dict[str, Any]
+        try:
+            arguments = json.loads(asked["arguments"] or "{}")
+            if not sep or not isinstance(arguments, dict):
+                raise ValueError("the tool is <server>__<tool>, the arguments a JSON object")
+            groups = self.gw.directory.groups(asked["agent"])
+            decision = self.gw.policy.decide(asked["agent"], groups, server, name, arguments, explain=True,
+                                             record=False)  # fmt: skip
+            check = {"effect": decision.effect, "rules": decision.rules, "reason": decision.reason,
+                     "trace": decision.trace, "groups": groups}  # fmt: skip
+        except ValueError as e:
+            check = {"error": str(e)}
+        return self.page(request, "policy.html", login, check=check, asked=asked, **self._policy_context())
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -267,7 +338,7 @@ class Console:
         return StreamingResponse(self._exported(), media_type="application/x-ndjson", headers=headers)
 
     async def home_page(self, _request: Request, _login: Login) -> Response:
-        return RedirectResponse("/console/servers", status_code=303)
+        return RedirectResponse("/console/overview", status_code=303)
 
     def app(self) -> Starlette:
         s = self.signed_in
@@ -287,6 +358,12 @@ class Console:
             Route("/approvals", s(self.approvals)),
             Route("/approvals/stream", s(self.approvals_stream)),
             Route("/approvals/{ask}/{verdict:str}", s(self.answer, change=True), methods=["POST"]),
+            Route("/sessions", s(self.sessions)),
+            Route("/sessions/stream", s(self.sessions_stream)),
+            Route("/overview", s(self.overview)),
+            Route("/overview/stream", s(self.overview_stream)),
+            Route("/policy", s(self.policy)),
+            Route("/policy/check", s(self.policy_check, change=True), methods=["POST"]),
             Route("/audit", s(self.audit_page)),
             Route("/audit/verify", s(self.audit_verify, change=True), methods=["POST"]),
             Route("/audit/export", s(self.audit_export)),

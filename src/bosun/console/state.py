@@ -23,6 +23,7 @@ class Container:
     client: str
     uptime: str
     restarts: int
+    memory: str = ""
 
 
 @dataclass
@@ -97,3 +98,75 @@ def agents(gw: Gateway, audit: AuditLog) -> list[AgentRow]:
             AgentRow(a.name, a.groups, a.created.strftime("%Y-%m-%d %H:%M"), revoked, seen.get(a.name, "")[:19])
         )
     return rows
+
+
+@dataclass
+class SessionRow:
+    id: str
+    agent: str
+    calls: int
+    private: str  # the call that brought private data in, or ""
+    untrusted: str
+    send: str
+
+    @property
+    def legs(self) -> int:
+        return sum(bool(x) for x in (self.private, self.untrusted, self.send))
+
+
+def sessions(gw: Gateway) -> list[SessionRow]:
+    """Each session flow control remembers, and which legs of the trifecta it has touched (by which call)."""
+    rows = []
+    for client, flow in gw.flows.items():
+        legs = [str(o) if o else "" for o in (flow.first_private, flow.first_untrusted, flow.first_send)]
+        rows.append(SessionRow(client, gw.agent_of(client), flow.calls, *legs))
+    return rows
+
+
+@dataclass
+class Minute:
+    label: str
+    allowed: int
+    denied: int
+
+
+@dataclass
+class Latency:
+    server: str
+    calls: int
+    p50: float
+    p95: float
+    p99: float
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def overview(audit: AuditLog, minutes: int = 30, sample: int = 5000) -> tuple[list[Minute], list[Latency]]:
+    """Tool calls and refusals per minute over the last ``minutes``, and latency percentiles per server over
+    the last ``sample`` calls."""
+    calls = audit.find({"kind": "tools/call"}, limit=sample)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    buckets = {now.timestamp() - 60 * i: Minute("", 0, 0) for i in range(minutes)}
+    by_server: dict[str, list[float]] = {}
+    for r in calls:
+        try:
+            at = datetime.fromisoformat(r.ts).replace(second=0, microsecond=0).timestamp()
+        except ValueError:
+            continue
+        if (minute := buckets.get(at)) is not None:
+            if r.decision == "deny" or r.outcome == "refused":
+                minute.denied += 1
+            else:
+                minute.allowed += 1
+        if r.outcome == "ok":
+            by_server.setdefault(r.server, []).append(r.duration_ms)
+    for at, minute in buckets.items():
+        minute.label = datetime.fromtimestamp(at, UTC).strftime("%H:%M")
+    series = [buckets[k] for k in sorted(buckets)]
+    latencies = [
+        Latency(server, len(ms), _percentile(s := sorted(ms), 0.5), _percentile(s, 0.95), _percentile(s, 0.99))
+        for server, ms in sorted(by_server.items())
+    ]
+    return series, latencies

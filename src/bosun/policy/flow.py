@@ -125,6 +125,7 @@ class SessionFlow:
     used: set[str] = field(default_factory=set)  # destinations sent to before untrusted text named them
     first_private: Origin | None = None
     first_untrusted: Origin | None = None
+    first_send: Origin | None = None  # the third leg: a finished call that can move data out
 
     def next_call(self, tool: str, labels: frozenset[str]) -> Origin:
         self.calls += 1
@@ -147,6 +148,8 @@ class SessionFlow:
                 self.private_shingles.popitem(last=False)
         if UNTRUSTED in origin.labels:
             self.first_untrusted = self.first_untrusted or origin
+        if SEND in origin.labels:
+            self.first_send = self.first_send or origin
 
     def sources(self, value: str) -> tuple[list[Origin], list[Origin]]:
         """The earlier results naming ``value``: (untrusted ones, trusted ones)."""
@@ -179,6 +182,10 @@ class Sessions:
     def __init__(self, cap: int = SESSIONS_CAP) -> None:
         self.cap = cap
         self._sessions: OrderedDict[str, SessionFlow] = OrderedDict()
+
+    def items(self) -> list[tuple[str, SessionFlow]]:
+        """Every session kept, most recently active first."""
+        return list(reversed(self._sessions.items()))
 
     def get(self, session: str) -> SessionFlow:
         flow = self._sessions.pop(session, None) or SessionFlow()

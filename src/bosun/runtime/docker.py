@@ -318,3 +318,12 @@ class DockerBackend:
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         return dict(await self._run(self._api.inspect_container, container_id))
+
+    async def memory_bytes(self, container_id: str) -> int | None:
+        try:
+            # one_shot: the engine answers at once instead of sampling for a second.
+            stats = await self._run(self._api.stats, container_id, stream=False, one_shot=True)
+        except APIError:
+            return None
+        usage = (stats.get("memory_stats") or {}).get("usage")
+        return int(usage) if isinstance(usage, int) else None
