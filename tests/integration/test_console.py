@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bosun.gateway.agents import Agents
 from bosun.home import Home
+from bosun.secrets.store import SecretStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -31,7 +32,12 @@ rules:
     servers: [memory]
     tools: [read_graph]
     reason: the knowledge graph holds what the team wrote down
+  - id: an-accident
+    effect: deny
+    tools: [nothing__here]
+    reason: "someone pasted the key here: PASTED_KEY"
 """
+PASTED_KEY = "sk-live-0123456789abcdefghij"  # a stored secret that an operator pasted into the policy
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,8 @@ def console(home: Home) -> Iterator[tuple[HttpGateway, str]]:
     agents = Agents.load(home.agents_file)
     token = agents.add("ci-bot", ["builders"])
     agents.save(home.agents_file)
-    home.policy_file.write_text(POLICY)
+    home.policy_file.write_text(POLICY.replace("PASTED_KEY", PASTED_KEY))
+    SecretStore(home.root).set("payments-key", PASTED_KEY)
     SHOTS.mkdir(parents=True, exist_ok=True)
     with start_http_gateway(home, "--console") as gw:
         yield gw, token
@@ -106,6 +113,14 @@ def test_a_platform_engineer_sees_and_steers_the_gateway(browser: Browser, conso
     expect(page.locator("pre")).to_contain_text('"tool": "get_current_time"')
     shot(page, "record")
 
+    # Servers again: the time server's container is running now; stopped here, it is gone.
+    page.get_by_role("link", name="Servers").click()
+    expect(time_row).to_contain_text("MiB")
+    shot(page, "servers-running")
+    page.get_by_role("button", name="Stop time's containers").click()
+    expect(page.get_by_role("status")).to_contain_text("stopped 1 container(s) of time")
+    expect(time_row).to_contain_text("idle")
+
     # Overview: the call is in the chart and in the latency table; Sessions: its session, no leg touched.
     page.get_by_role("link", name="Overview").click()
     expect(page.locator("#calls-desc")).to_contain_text("1 calls allowed")
@@ -122,6 +137,7 @@ def test_a_platform_engineer_sees_and_steers_the_gateway(browser: Browser, conso
     page.get_by_label("Tool").fill("memory__read_graph")
     page.get_by_role("button", name="Check").click()
     expect(page.locator("#decision")).to_contain_text("ask by graph-needs-a-person")
+    assert PASTED_KEY not in page.content() and "[REDACTED:payments-key]" in page.content()  # never rendered
     shot(page, "policy")
 
     # Approvals: a call the policy asks about waits; approved here, it completes.

@@ -130,6 +130,13 @@ class Console:
                 tg.start_soon(measure, c)
         return self.page(request, "servers.html", login, servers=rows, message=request.query_params.get("m", ""))
 
+    async def server_stop(self, request: Request, _login: Login) -> Response:
+        name = request.path_params["name"]
+        stopped = await self.gw.stop_server(name)
+        self.gw.audit.append(Record(kind="console/server-stop", agent="console", server=name,
+                                    detail={"containers": stopped}))  # fmt: skip
+        return RedirectResponse(f"/console/servers?m=stopped {stopped} container(s) of {name}", status_code=303)
+
     async def server_switch(self, request: Request, login: Login) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         entry = self.gw.catalog.entries.get(name)
@@ -348,6 +355,7 @@ class Console:
             Route("/logout", s(self.logout, change=True), methods=["POST"]),
             Route("/", s(self.home_page)),
             Route("/servers", s(self.servers)),
+            Route("/servers/{name}/stop", s(self.server_stop, change=True), methods=["POST"]),
             Route("/servers/{name}/{action:str}", s(self.server_switch, change=True), methods=["POST"]),
             Route("/agents", s(self.agents)),
             Route("/agents", s(self.agent_add, change=True), methods=["POST"]),

@@ -6,6 +6,7 @@ CLI reads (lock, attestations, settings, agents, audit, asks), so the console an
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -87,16 +88,17 @@ class AgentRow:
     created: str
     revoked: str
     last_seen: str
+    sessions: int
 
 
 def agents(gw: Gateway, audit: AuditLog) -> list[AgentRow]:
     seen = audit.last_seen()
+    live = Counter(gw.agent_of(client) for client, _flow in gw.flows.items())
     rows = []
     for a in Agents.load(gw.home.agents_file).agents:
         revoked = a.revoked.strftime("%Y-%m-%d %H:%M") if a.revoked else ""
-        rows.append(
-            AgentRow(a.name, a.groups, a.created.strftime("%Y-%m-%d %H:%M"), revoked, seen.get(a.name, "")[:19])
-        )
+        created = a.created.strftime("%Y-%m-%d %H:%M")
+        rows.append(AgentRow(a.name, a.groups, created, revoked, seen.get(a.name, "")[:19], live[a.name]))
     return rows
 
 

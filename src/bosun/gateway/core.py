@@ -218,6 +218,14 @@ class Gateway:
             for up in self._upstreams.values():
                 tg.start_soon(up.stop)
 
+    async def stop_server(self, server: str) -> int:
+        """Stop ``server``'s containers now (a later call starts a fresh one); returns how many were running."""
+        ups = [up for (name, _client), up in self._upstreams.items() if name == server and up.container is not None]
+        async with anyio.create_task_group() as tg:
+            for up in ups:
+                tg.start_soon(up.stop)
+        return len(ups)
+
     async def reap_orphans(self) -> list[ContainerInfo]:
         """Remove containers left by a gateway on this host that is no longer running."""
         reaped = []
