@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import ssl
 import subprocess
 import time
@@ -91,6 +92,33 @@ def test_the_agent_sees_its_workspace_and_nothing_else(home: Home, workspace: Pa
     subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(home), check=True, capture_output=True)
     assert _sandbox(home, workspace, "cat ~/note 2>/dev/null || echo fresh").stdout.strip() == "fresh"
     subprocess.run(bosun_cmd("sandbox", "rm", str(workspace)), env=env_for(home), capture_output=True)
+
+
+def test_a_terminal_session_behaves_as_the_command_run_directly(home: Home, workspace: Path) -> None:
+    """Under a real pseudo-terminal (util-linux `script`): the agent has a TTY of the terminal's size, Ctrl-C
+    reaches it, and its exit code comes back."""
+    # The engine learns the terminal's size just after the start (API 1.41 has no size at creation): wait for it.
+    inner = ("trap 'echo GOT-SIGINT; exit 42' INT; test -t 0 && echo IS-A-TTY; "
+             "for i in $(seq 50); do [ \"$(stty size)\" != '0 0' ] && break; sleep 0.1; done; stty size; "
+             "echo READY; sleep 60 & wait")  # fmt: skip
+    command = " ".join(shlex.quote(a) for a in bosun_cmd("sandbox", "run", "--workspace", str(workspace),
+                                                          "--no-gateway", "--", "sh", "-c", inner))  # fmt: skip
+    terminal = subprocess.Popen(["script", "-qec", f"stty cols 123 rows 45; {command}", "/dev/null"],
+                                env=env_for(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert terminal.stdin is not None and terminal.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + 300
+    while b"READY" not in seen and time.monotonic() < deadline:
+        chunk = terminal.stdout.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    terminal.stdin.write(b"\x03")  # Ctrl-C, typed
+    terminal.stdin.flush()
+    rest, _ = terminal.communicate(timeout=60)
+    out = (seen + rest).decode(errors="replace")
+    assert "IS-A-TTY" in out and "45 123" in out, out
+    assert "GOT-SIGINT" in out and terminal.returncode == 42, out
 
 
 def test_a_workspace_that_would_expose_everything_is_refused(home: Home) -> None:

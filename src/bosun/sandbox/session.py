@@ -132,12 +132,23 @@ def create(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec, t
     # Unlike a server, whose stdout is an MCP stream nobody else may keep, a session is attached to a
     # terminal; the engine still keeps no log of it.
     host["AutoRemove"] = True
-    env = {"HOME": AGENT_HOME, **sandbox.kit.env, **({"TERM": os.environ.get("TERM", "xterm")} if tty else {}), **env}
+    env = {"HOME": AGENT_HOME, **sandbox.kit.env, **(_terminal_env() if tty else {}), **env}
     created = api.create_container(
         spec.image, command=spec.command, user=spec.user, working_dir=str(sandbox.workspace), stdin_open=True,
         tty=tty, environment=env, labels=spec.labels, host_config=host, name=spec.name,
     )  # fmt: skip
     return str(created["Id"])
+
+
+def _terminal_env() -> dict[str, str]:
+    """TERM, and the size for programs that read it at once: the engine (API 1.41) sets the TTY's size only
+    after the start, through the attached CLI."""
+    env = {"TERM": os.environ.get("TERM", "xterm")}
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return env
+    return env | {"COLUMNS": str(size.columns), "LINES": str(size.lines)}
 
 
 class SessionAudit:
