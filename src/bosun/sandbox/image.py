@@ -6,12 +6,13 @@ build time (the only time a registry is reached); the image is rebuilt when its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shlex
 from collections.abc import Callable
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import APIError, ImageNotFound
 
 from bosun.home import Home
 from bosun.images.base import BASE_NODE, DROP_PRIVILEGED_FILES, SERVER_UID, ensure_base_images
@@ -60,4 +61,16 @@ def ensure_image(client: docker.DockerClient, home: Home, kit: Kit, progress: Ca
     except ImageNotFound:
         pass
     progress(f"building {tag} (once{', installing ' + kit.package if kit.package else ''})")
-    return build(client, dockerfile(kit), tag, progress, labels={"io.bosun.sandbox-kit": kit.name})
+    image_id = build(client, dockerfile(kit), tag, progress, labels={"io.bosun.sandbox-kit": kit.name})
+    _remove_older(client, kit, tag)
+    return image_id
+
+
+def _remove_older(client: docker.DockerClient, kit: Kit, current: str) -> None:
+    """Earlier recipes of this kit are dead weight (an agent image is most of a gigabyte); one still used by a
+    running session stays, and goes next time."""
+    for image in client.images.list(filters={"label": f"io.bosun.sandbox-kit={kit.name}"}):
+        if current in image.tags:
+            continue
+        with contextlib.suppress(APIError):
+            client.images.remove(image.id)
