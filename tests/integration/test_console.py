@@ -191,13 +191,13 @@ def test_changes_need_a_session_and_its_csrf_token(console: tuple[HttpGateway, s
         assert pre and f'value="{pre}"' in form.text
         # httpx does not send Secure cookies over http; a browser on loopback does. Hand them over as one would.
         wrong = browser_like.post("/console/login", data={"pre": "other", "token": gw.token},
-                                  cookies={"bosun_console_login": pre})  # fmt: skip
+                                  headers={"Cookie": f"bosun_console_login={pre}"})  # fmt: skip
         assert wrong.status_code == 403  # a login form from elsewhere
         signed = browser_like.post("/console/login", data={"pre": pre, "token": gw.token},
-                                   cookies={"bosun_console_login": pre})  # fmt: skip
+                                   headers={"Cookie": f"bosun_console_login={pre}"})  # fmt: skip
         assert signed.status_code == 303
         session = signed.cookies.get("bosun_console")
         forged = browser_like.post("/console/agents/ci-bot/revoke", data={"csrf": "guess"},
-                                   cookies={"bosun_console": session})  # fmt: skip
+                                   headers={"Cookie": f"bosun_console={session}"})  # fmt: skip
         assert forged.status_code == 403
     assert Agents.load(gw.home.agents_file).get("ci-bot").revoked is None  # type: ignore[union-attr]
