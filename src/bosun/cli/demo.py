@@ -132,4 +132,5 @@ def run_demo(home: Home) -> None:
     left = anyio.run(DockerBackend().list)
     console.rule("4. cleanup")
     console.print(f"gateway stopped; Bosun containers left running: {len(left)}")
-    console.print("Next: `bosun gateway run --transport http` and point your agent at http://127.0.0.1:8811/mcp")
+    console.print("Next: `bosun gateway run --transport http --console`, point your agent at "
+                  "http://127.0.0.1:8811/mcp, and watch it at http://127.0.0.1:8811/console/")  # fmt: skip
