@@ -120,6 +120,9 @@ def test_a_platform_engineer_sees_and_steers_the_gateway(browser: Browser, conso
     page.get_by_role("button", name="Stop time's containers").click()
     expect(page.get_by_role("status")).to_contain_text("stopped 1 container(s) of time")
     expect(time_row).to_contain_text("idle")
+    page.get_by_role("button", name="Start time").click()  # ahead of the next call
+    expect(page.get_by_role("status")).to_contain_text("started time")
+    expect(time_row).to_contain_text("MiB")
 
     # Overview: the call is in the chart and in the latency table; Sessions: its session, no leg touched.
     page.get_by_role("link", name="Overview").click()

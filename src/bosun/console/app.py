@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ from bosun.console import state
 from bosun.console.auth import COOKIE, PRE_COOKIE, TTL_S, Login, Logins, csrf_ok, set_cookie
 from bosun.gateway.agents import Agents
 from bosun.gateway.core import Gateway
+from bosun.gateway.upstream import UpstreamError
 from bosun.policy.asks import AskError
 from bosun.policy.rules import PolicyError
 from bosun.policy.rules import load as rules_load
@@ -129,6 +131,15 @@ class Console:
             for c in (c for row in rows for c in row.containers):
                 tg.start_soon(measure, c)
         return self.page(request, "servers.html", login, servers=rows, message=request.query_params.get("m", ""))
+
+    async def server_start(self, request: Request, _login: Login) -> Response:
+        name = request.path_params["name"]
+        try:
+            await self.gw.start_server(name)
+        except (UpstreamError, MCPError, KeyError) as e:
+            return RedirectResponse(f"/console/servers?m=cannot start {name}: {e}", status_code=303)
+        self.gw.audit.append(Record(kind="console/server-start", agent="console", server=name))
+        return RedirectResponse(f"/console/servers?m=started {name}", status_code=303)
 
     async def server_stop(self, request: Request, _login: Login) -> Response:
         name = request.path_params["name"]
@@ -355,6 +366,7 @@ class Console:
             Route("/logout", s(self.logout, change=True), methods=["POST"]),
             Route("/", s(self.home_page)),
             Route("/servers", s(self.servers)),
+            Route("/servers/{name}/start", s(self.server_start, change=True), methods=["POST"]),
             Route("/servers/{name}/stop", s(self.server_stop, change=True), methods=["POST"]),
             Route("/servers/{name}/{action:str}", s(self.server_switch, change=True), methods=["POST"]),
             Route("/agents", s(self.agents)),

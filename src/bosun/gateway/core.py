@@ -218,6 +218,13 @@ class Gateway:
             for up in self._upstreams.values():
                 tg.start_soon(up.stop)
 
+    async def start_server(self, server: str) -> None:
+        """Start a shared server's container ahead of its first call (a session-scoped server starts per client,
+        so there is nothing to start ahead). Raises UpstreamError when it cannot start."""
+        if self.catalog.get(server).scope == "session":
+            raise UpstreamError(f"{server} runs one container per client session; it starts with a client's first call")
+        await self.upstream(server, SHARED).session()
+
     async def stop_server(self, server: str) -> int:
         """Stop ``server``'s containers now (a later call starts a fresh one); returns how many were running."""
         ups = [up for (name, _client), up in self._upstreams.items() if name == server and up.container is not None]
