@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -33,11 +34,15 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+log = logging.getLogger("bosun.sandbox")
+MAX_CLIENTS = 8  # MCP clients at once: an agent and a few subagents each start their own
+
+
 class GatewayRelay:
-    def __init__(self, path: Path, agent: str, log_file: Path) -> None:
+    def __init__(self, path: Path, agent: str, log_file: Path, command: list[str] | None = None) -> None:
         self.path = path
-        self.agent = agent
         self.log_file = log_file
+        self.command = command or [sys.executable, "-m", "bosun", "gateway", "run", "--agent", agent]
         self._children: list[asyncio.subprocess.Process] = []
         self._spare: tuple[asyncio.subprocess.Process, socket.socket] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -45,10 +50,9 @@ class GatewayRelay:
 
     async def _spawn(self) -> tuple[asyncio.subprocess.Process, socket.socket]:
         ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "bosun", "gateway", "run", "--agent", self.agent]
-        with theirs, self.log_file.open("ab") as log:
+        with theirs, self.log_file.open("ab") as errors:
             child = await asyncio.create_subprocess_exec(
-                *argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=log
+                *self.command, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=errors
             )
         self._children.append(child)
         return child, ours
@@ -75,6 +79,12 @@ class GatewayRelay:
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.sock_accept(listener)
+            # Each connection costs a process on the host: an agent opening them without end must not fill it.
+            self._children = [c for c in self._children if c.returncode is None]
+            if len(self._children) - (self._spare is not None) >= MAX_CLIENTS:
+                log.warning("sandbox gateway socket: refused a connection beyond %d at once", MAX_CLIENTS)
+                conn.close()
+                continue
             spare, self._spare = self._spare or await self._spawn(), None
             self._start(self._splice(conn, spare[1]))
             self._spare = await self._spawn()
