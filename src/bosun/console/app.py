@@ -263,6 +263,8 @@ class Console:
 
     async def answer(self, request: Request, login: Login) -> Response:
         ask_id, verdict = request.path_params["ask"], request.path_params["verdict"]
+        if verdict not in ("approve", "deny"):
+            return Response(f"no verdict {verdict!r}: approve or deny", 404)
         try:
             self.gw.asks.answer(ask_id, verdict == "approve", by="console")
         except AskError as e:
