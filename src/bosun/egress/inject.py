@@ -17,6 +17,7 @@ Standard library only: this module runs inside the proxy container.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,9 @@ class Credential:
     def upstream_port(self) -> int:
         return urlsplit(self.upstream).port or 443
 
+    @functools.cached_property
     def tls(self) -> ssl.SSLContext:
+        # Once per route: loading the system's CA bundle costs milliseconds, and every request would pay it.
         context = ssl.create_default_context()
         if self.ca:
             context.load_verify_locations(cadata=self.ca)
@@ -138,7 +141,7 @@ async def serve_route(
         fields |= {"method": method, "path": path}
         addresses = await resolve(credential.host, credential.upstream_port)
         up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(addresses[0], credential.upstream_port, ssl=credential.tls(),
+            asyncio.open_connection(addresses[0], credential.upstream_port, ssl=credential.tls,
                                     server_hostname=credential.host), 30)  # fmt: skip
     except ssl.SSLError as e:  # before ValueError: a failed certificate check is both
         return refuse("502 Bad Gateway", f"TLS to {credential.host} failed: {e.reason or e}")

@@ -9,6 +9,7 @@ sandbox is the same on every machine; moving one is a change to this file, revie
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 GATEWAY_SOCKET = "/run/bosun/gateway.sock"  # the gateway, as the sandbox sees it (see sandbox.relay)
@@ -28,6 +29,20 @@ class ApiKey:
     prefix: str = ""
 
 
+def claude_managed(_base_url: str | None, gateway: bool) -> str:
+    """Claude Code's managed MCP file: the gateway as its one server (its base URL comes from the environment)."""
+    server = {"type": "stdio", "command": BRIDGE[0], "args": BRIDGE[1:]}
+    return json.dumps({"mcpServers": {"bosun": server}}) if gateway else ""
+
+
+def codex_managed(base_url: str | None, gateway: bool) -> str:
+    """Codex's managed configuration: its base URL (it reads no variable for it) and the gateway."""
+    lines = [f"openai_base_url = {json.dumps(base_url)}"] if base_url else []
+    if gateway:
+        lines += ["[mcp_servers.bosun]", f"command = {json.dumps(BRIDGE[0])}", f"args = {json.dumps(BRIDGE[1:])}"]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 @dataclass(frozen=True)
 class Kit:
     name: str
@@ -36,24 +51,10 @@ class Kit:
     command: tuple[str, ...] = ("bash",)
     api: ApiKey | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # Where the agent reads a configuration the administrator owns (mounted read-only): Bosun names the gateway
-    # there, and the API's base URL for an agent that takes it from its configuration only.
+    # Where the agent reads a configuration the administrator owns (mounted read-only), and what Bosun writes
+    # there for one session, given the API's base URL and whether the gateway is wired in ("" for nothing).
     managed_file: str = ""
-
-    def managed_config(self, base_url: str | None, gateway: bool) -> str:
-        """That file's content for one session, or "" when there is nothing to say."""
-        if self.name == "codex":
-            lines = [f"openai_base_url = {json.dumps(base_url)}"] if base_url else []
-            if gateway:
-                lines += [
-                    "[mcp_servers.bosun]",
-                    f"command = {json.dumps(BRIDGE[0])}",
-                    f"args = {json.dumps(BRIDGE[1:])}",
-                ]
-            return "\n".join(lines) + "\n" if lines else ""
-        if gateway and self.managed_file:
-            return json.dumps({"mcpServers": {"bosun": {"type": "stdio", "command": BRIDGE[0], "args": BRIDGE[1:]}}})
-        return ""
+    managed: Callable[[str | None, bool], str] = lambda _base_url, _gateway: ""
 
 
 KITS = {
@@ -72,6 +73,7 @@ KITS = {
             # Claude Code's managed MCP file on Linux: it takes precedence over the user's and project's, and the
             # agent cannot edit it, so its tools come through the gateway only.
             managed_file="/etc/claude-code/managed-mcp.json",
+            managed=claude_managed,
         ),
         Kit(
             "codex",
@@ -89,6 +91,7 @@ KITS = {
             # Codex's managed configuration layer: above the user's ~/.codex/config.toml, which stays theirs. Codex
             # takes its base URL from configuration (openai_base_url), not from OPENAI_BASE_URL.
             managed_file="/etc/codex/managed_config.toml",
+            managed=codex_managed,
         ),
     )
 }

@@ -206,7 +206,7 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
                 env |= {sandbox.kit.api.env: stand_in, sandbox.kit.api.base_url_env: base_url}
                 # The route is the proxy itself: asked through the forward port, it would be just another host.
                 env |= {"NO_PROXY": proxy_ip, "no_proxy": proxy_ip}
-        if managed := sandbox.kit.managed_config(base_url, sandbox.gateway_agent is not None):
+        if managed := sandbox.kit.managed(base_url, sandbox.gateway_agent is not None):
             config = work / "managed-config"
             config.write_text(managed)
             config.chmod(0o644)
