@@ -121,7 +121,7 @@ class Console:
     # -- servers --------------------------------------------------------------------------------
 
     async def servers(self, request: Request, login: Login) -> Response:
-        rows = await anyio.to_thread.run_sync(state.servers, self.gw)
+        rows = await anyio.to_thread.run_sync(state.servers, self.gw, state.running(self.gw))
 
         async def measure(c: state.Container) -> None:
             used = await self.gw.backend.memory_bytes(c.id)

@@ -52,14 +52,20 @@ def _since(started_at: str) -> str:
     return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
 
 
-def servers(gw: Gateway) -> list[ServerRow]:
-    lock = Lock.load(gw.home.lock_file)
-    running: dict[str, list[Container]] = {}
+def running(gw: Gateway) -> dict[str, list[Container]]:
+    """Each server's live containers. Read on the event loop, which is where the gateway changes them."""
+    found: dict[str, list[Container]] = {}
     for (server, client), upstream in gw.upstreams().items():
         info = upstream.container
         if info is not None:
-            running.setdefault(server, []).append(Container(info.id[:12], client, _since(info.started_at),
-                                                            upstream.restarts))  # fmt: skip
+            found.setdefault(server, []).append(Container(info.id[:12], client, _since(info.started_at),
+                                                          upstream.restarts))  # fmt: skip
+    return found
+
+
+def servers(gw: Gateway, running: dict[str, list[Container]]) -> list[ServerRow]:
+    """Every catalog entry with its image's trust and scan status (file and crypto work: run it off the loop)."""
+    lock = Lock.load(gw.home.lock_file)
     rows = []
     for entry in gw.catalog:
         row = ServerRow(entry.name, entry.title, entry.source.describe(), gw.is_enabled(entry.name),

@@ -181,6 +181,8 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
               route: Credential | None, audit: AuditLog, log_dir: Path) -> int:  # fmt: skip
     """The session, start to end: egress (if any) up, the gateway's socket served, the container attached to
     this terminal, everything removed after; returns the agent's exit code."""
+    if route is not None and api_key is None:
+        raise ValueError(f"the {route.secret} route needs its key")
     backend = DockerBackend(client)
     trail = SessionAudit(audit, sandbox, spec.name)
     stand_in = sentinel()
@@ -195,7 +197,7 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
         network = base_url = None
         if spec.egress or route is not None:
             proxy_args, proxy_secrets = [], []
-            if route is not None and api_key is not None:
+            if route is not None and api_key is not None:  # (both or neither, checked above)
                 proxy_args = ["--credential", json.dumps(dataclasses.asdict(route)), "--sentinel", stand_in]
                 proxy_secrets = [SecretFile(route.secret, None, api_key)]
             network, proxy_id, proxy_ip = await backend.start_egress(spec, trail.egress, proxy_args, proxy_secrets)
@@ -215,7 +217,7 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
         container = create(client, sandbox, spec, tty, env, network)
         trail.record("start", image=spec.image, detail={
             "workspace": str(sandbox.workspace), "command": spec.command, "allow_hosts": spec.egress,
-            "credential": route.secret if route and api_key else None, "gateway_agent": sandbox.gateway_agent,
+            "credential": route.secret if route else None, "gateway_agent": sandbox.gateway_agent,
         })  # fmt: skip
         started = time.monotonic()
         sys.stdout.flush()
@@ -235,6 +237,10 @@ async def run(client: docker.DockerClient, sandbox: Sandbox, spec: ContainerSpec
             signal.signal(signal.SIGINT, previous)
             for ending in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(ending)
+            # The engine removes a container that ran; one that never started (docker start failed) stays unless
+            # removed here, and it would hold the network the proxy is on.
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.api.remove_container(container, force=True)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         trail.record("stop", outcome="ok" if code == 0 else "error", duration_ms=elapsed_ms, detail={"exit_code": code})
         return code
