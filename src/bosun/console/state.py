@@ -21,7 +21,6 @@ from bosun.images.lock import Lock
 @dataclass
 class Container:
     id: str
-    client: str
     uptime: str
     restarts: int
     memory: str = ""
@@ -55,10 +54,10 @@ def _since(started_at: str) -> str:
 def running(gw: Gateway) -> dict[str, list[Container]]:
     """Each server's live containers. Read on the event loop, which is where the gateway changes them."""
     found: dict[str, list[Container]] = {}
-    for (server, client), upstream in gw.upstreams().items():
+    for (server, _client), upstream in gw.upstreams().items():
         info = upstream.container
         if info is not None:
-            found.setdefault(server, []).append(Container(info.id[:12], client, _since(info.started_at),
+            found.setdefault(server, []).append(Container(info.id[:12], _since(info.started_at),
                                                           upstream.restarts))  # fmt: skip
     return found
 
