@@ -34,6 +34,8 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
     BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
 """
+_INSERT = f"INSERT INTO records (seq, {', '.join(_FIELDS)}, prev, hash) VALUES ({', '.join('?' * (len(_FIELDS) + 3))})"
+_DETAIL = _FIELDS.index("detail")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ class Record:
 
 
 def chain_hash(prev: str, record: Record) -> str:
-    canonical = json.dumps(record.payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _digest(prev, record.payload())
+
+
+def _digest(prev: str, payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
 
 
@@ -114,24 +120,23 @@ class AuditLog:
 
     def append(self, record: Record) -> Record:
         """Commit one record at the head of the chain and return it as stored."""
+        # Everything that does not need the chain's head is done before taking the write lock, which
+        # every gateway on this home waits for.
+        payload = record.payload()
+        payload["ts"] = record.ts or datetime.now(UTC).isoformat(timespec="microseconds")
+        values = [payload[f] for f in _FIELDS]
+        values[_DETAIL] = json.dumps(record.detail, sort_keys=True)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             head = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (head["seq"] + 1, head["hash"]) if head else (1, GENESIS)
-            ts = record.ts or datetime.now(UTC).isoformat(timespec="microseconds")
-            stored = replace(record, seq=seq, ts=ts, prev=prev, hash="")
-            stored = replace(stored, hash=chain_hash(prev, stored))
-            values = [getattr(stored, f) for f in _FIELDS]
-            values[_FIELDS.index("detail")] = json.dumps(stored.detail, sort_keys=True)
-            self._db.execute(
-                f"INSERT INTO records (seq, {', '.join(_FIELDS)}, prev, hash) VALUES ({', '.join('?' * 15)})",
-                [seq, *values, prev, stored.hash],
-            )
+            payload["seq"], prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+            digest = _digest(prev, payload)
+            self._db.execute(_INSERT, [payload["seq"], *values, prev, digest])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        return stored
+        return replace(record, seq=payload["seq"], ts=payload["ts"], prev=prev, hash=digest)
 
     def records(self, after: int = 0, limit: int | None = None) -> list[Record]:
         sql = "SELECT * FROM records WHERE seq > ? ORDER BY seq"

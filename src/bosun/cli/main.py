@@ -935,7 +935,7 @@ def gateway_run(
 
     tracing = traces.configure()
     try:
-        anyio.run(main)
+        anyio.run(main, backend_options={"use_uvloop": True})
     finally:
         if tracing is not None:
             tracing.shutdown()  # the last spans are exported, not lost with the process

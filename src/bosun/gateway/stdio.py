@@ -140,6 +140,12 @@ class _InFlight:
             await self._empty.wait()
 
 
+def _streams(fd: int) -> bool:
+    """Whether ``fd`` is a pipe, a socket or a terminal, which the event loop can watch."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
 class _TooLong(Exception):
     pass
 
@@ -154,9 +160,11 @@ async def pipe_stdio() -> AsyncIterator[Streams]:
     """The process's stdin and stdout as the message streams ``Server.run`` takes."""
     claim = _Claim()
     wire: _Pipes | _Files
-    try:
+    # Asked of the files themselves: asyncio refuses a regular file with ValueError, uvloop accepts one
+    # and then never reads it.
+    if all(_streams(fd) for fd in (claim.stdin, claim.stdout)):
         wire = await _Pipes.open(claim)
-    except ValueError:
+    else:
         wire = _Files(claim)
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
