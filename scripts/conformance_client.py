@@ -52,6 +52,20 @@ async def _drive(env: dict[str, str]) -> None:
             print(f"{tool.name}: {' '.join(getattr(c, 'text', '') for c in result.content)[:200]}", flush=True)
 
 
+def _registered(env: dict[str, str]) -> list[str]:
+    """``bosun server auth`` options for a client the scenario registered ahead of time, as an administrator
+    would pass them (the secret through the secret store); none when the scenario gives no client."""
+    context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
+    if "client_id" not in context or "idp_id_token" in context:  # cross-app access gives one, for another grant
+        return []
+    options = ["--client-id", context["client_id"]]
+    if context.get("client_secret"):
+        subprocess.run([sys.executable, "-m", "bosun", "secret", "set", "upstream-client-secret"],
+                       input=context["client_secret"].encode(), env=env, check=True)  # fmt: skip
+        options += ["--client-secret", "upstream-client-secret"]
+    return options
+
+
 def main() -> int:
     url, scenario = sys.argv[1], os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     work = Path(tempfile.mkdtemp(prefix="bosun-conformance-client-"))
@@ -70,8 +84,8 @@ def main() -> int:
         env = {**os.environ, "BOSUN_HOME": str(home.root)}
         if scenario.startswith("auth/"):
             browser = {"BROWSER": f"{sys.executable} {BROWSER} - %s"}
-            subprocess.run([sys.executable, "-m", "bosun", "server", "auth", "upstream"], env={**env, **browser},
-                           check=True, timeout=60)  # fmt: skip
+            argv = [sys.executable, "-m", "bosun", "server", "auth", "upstream", *_registered(env)]
+            subprocess.run(argv, env={**env, **browser}, check=True, timeout=60)
         asyncio.run(_drive(env))
         return 0
     finally:

@@ -745,14 +745,30 @@ def server_add(
 
 
 @server_app.command("auth")
-def server_auth(name: Annotated[str, typer.Argument(help="A remote server whose entry says auth: oauth.")]) -> None:
+def server_auth(
+    name: Annotated[str, typer.Argument(help="A remote server whose entry says auth: oauth.")],
+    client_id: Annotated[str | None, typer.Option(
+        "--client-id", help="A client registered with the authorization server ahead of time (when it has no "
+        "dynamic registration): its id.")] = None,
+    client_secret: Annotated[str | None, typer.Option(
+        "--client-secret", help="With --client-id: the secret store's entry holding that client's secret "
+        "(`bosun secret set NAME` first). Leave it out for a public client.")] = None,
+) -> None:  # fmt: skip
     """Authorize the gateway to call a remote server with OAuth: discovery, registration, PKCE, then the
     authorization page in your browser (or open the printed URL yourself); the answer comes back to this
     machine on loopback. Tokens are kept in the secret store, refreshed by the gateway, and never shown to
-    agents. Run it again to re-authorize (it replaces what was kept)."""
+    agents. Run it again to re-authorize (it replaces what was kept).
+
+    Where the authorization server has no dynamic registration, register a
+    client there (redirect URI http://127.0.0.1/callback, any port), keep its
+    secret, and pass both:
+
+      bosun secret set acme-client-secret
+
+      bosun server auth acme --client-id ID --client-secret acme-client-secret"""
     import webbrowser
 
-    from bosun.gateway.oauth import NeedsAuthorization, authorize
+    from bosun.gateway.oauth import NeedsAuthorization, Registered, authorize
 
     home = _home()
     entry = _catalog(home).entries.get(name)
@@ -760,6 +776,15 @@ def server_auth(name: Annotated[str, typer.Argument(help="A remote server whose 
         fail(f"no catalog entry named {name!r}; see `bosun catalog ls`")
     if not isinstance(entry.source, RemoteSource) or entry.source.auth != "oauth":
         fail(f"{name} is not a remote server with auth: oauth; nothing to authorize")
+    registered: Registered | None = None
+    if client_secret is not None and client_id is None:
+        fail("--client-secret names the secret of the client given by --client-id; give both")
+    if client_id is not None:
+        try:
+            secret = SecretStore(home.root).get(client_secret) if client_secret else None
+        except SecretError as e:
+            fail(f"--client-secret: {e}")
+        registered = Registered(client_id, secret)
 
     async def open_url(url: str) -> None:
         console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
@@ -768,7 +793,7 @@ def server_auth(name: Annotated[str, typer.Argument(help="A remote server whose 
             await anyio.to_thread.run_sync(webbrowser.open, url)
 
     try:
-        anyio.run(authorize, SecretStore(home.root), name, entry.source, open_url)
+        anyio.run(authorize, SecretStore(home.root), name, entry.source, open_url, registered)
     except (NeedsAuthorization, TimeoutError, OSError) as e:
         fail(f"authorizing {name} failed: {e}")
     except Exception as e:  # the SDK's OAuth errors, and a server that refuses: say which

@@ -6,7 +6,9 @@ Bosun decides three things around it:
 - where tokens live: the secret store, the access and refresh tokens each a secret of its own, so
   redaction finds either anywhere it might surface, and nothing about them reaches a client;
 - how a person authorizes: ``bosun server auth NAME`` prints the authorization URL and takes the
-  answer on a loopback callback, once, ahead of use;
+  answer on a loopback callback, once, ahead of use; as a client it registers itself, or uses the
+  client id (and secret) an administrator registered with an authorization server that has no
+  dynamic registration;
 - what the gateway does without a usable token: it refreshes it when it can, and otherwise fails
   the connection with the command to run. It never starts an interactive flow itself.
 """
@@ -18,6 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -36,6 +39,21 @@ CALLBACK_TIMEOUT_S = 300.0
 
 class NeedsAuthorization(RuntimeError):
     """No usable token: a person must authorize again."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A client registered with the authorization server ahead of time, used instead of registering one.
+    With a secret it is a confidential client and authenticates at the token endpoint with HTTP Basic."""
+
+    client_id: str
+    client_secret: str | None = None
+
+    def information(self, metadata: OAuthClientMetadata) -> OAuthClientInformationFull:
+        method = "client_secret_basic" if self.client_secret else "none"
+        fields = metadata.model_dump(exclude={"token_endpoint_auth_method"})
+        return OAuthClientInformationFull(**fields, client_id=self.client_id, client_secret=self.client_secret,
+                                          token_endpoint_auth_method=method)  # fmt: skip
 
 
 class SecretTokens:
@@ -153,14 +171,19 @@ async def _callback() -> AsyncIterator[tuple[str, Callable[[], Awaitable[Authori
 
 
 async def authorize(
-    store: SecretStore, server: str, source: RemoteSource, open_url: Callable[[str], Awaitable[None]]
-) -> None:
+    store: SecretStore, server: str, source: RemoteSource, open_url: Callable[[str], Awaitable[None]],
+    registered: Registered | None = None,
+) -> None:  # fmt: skip
     """The authorization code flow, once, with a person: ``open_url`` shows them the authorization URL;
-    the tokens are kept for the gateway. Earlier tokens and registration are dropped first."""
+    the tokens are kept for the gateway. Earlier tokens and registration are dropped first; with
+    ``registered``, that client is used and none is registered."""
     tokens = SecretTokens(store, server)
     tokens.forget()
     async with _callback() as (redirect, wait):
-        auth = _Provider(source.url, _metadata(source, redirect), tokens, open_url, wait)
+        metadata = _metadata(source, redirect)
+        if registered is not None:
+            await tokens.set_client_info(registered.information(metadata))
+        auth = _Provider(source.url, metadata, tokens, open_url, wait)
         async with (
             httpx2.AsyncClient(
                 auth=auth, timeout=httpx2.Timeout(30, read=CALLBACK_TIMEOUT_S), verify=tls_context(source)
