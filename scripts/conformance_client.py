@@ -63,6 +63,8 @@ def _registered(env: dict[str, str]) -> list[str]:
         subprocess.run([sys.executable, "-m", "bosun", "secret", "set", "upstream-client-secret"],
                        input=context["client_secret"].encode(), env=env, check=True)  # fmt: skip
         options += ["--client-secret", "upstream-client-secret"]
+    if "client-credentials" in context.get("name", ""):
+        options.append("--client-credentials")
     return options
 
 
@@ -84,8 +86,13 @@ def main() -> int:
         env = {**os.environ, "BOSUN_HOME": str(home.root)}
         if scenario.startswith("auth/"):
             browser = {"BROWSER": f"{sys.executable} {BROWSER} - %s"}
-            argv = [sys.executable, "-m", "bosun", "server", "auth", "upstream", *_registered(env)]
+            options = _registered(env)
+            argv = [sys.executable, "-m", "bosun", "server", "auth", "upstream", *options]
             subprocess.run(argv, env={**env, **browser}, check=True, timeout=60)
+            if "--client-credentials" in options:
+                # The token `bosun server auth` fetched is dropped, so the gateway has to get its own.
+                subprocess.run([sys.executable, "-m", "bosun", "secret", "rm", "oauth-upstream-access"], env=env,
+                               check=True)  # fmt: skip
         asyncio.run(_drive(env))
         return 0
     finally:

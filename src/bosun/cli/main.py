@@ -753,6 +753,9 @@ def server_auth(
     client_secret: Annotated[str | None, typer.Option(
         "--client-secret", help="With --client-id: the secret store's entry holding that client's secret "
         "(`bosun secret set NAME` first). Leave it out for a public client.")] = None,
+    client_credentials: Annotated[bool, typer.Option(
+        "--client-credentials", help="With --client-id and --client-secret: the client is registered for the "
+        "client-credentials grant, so the gateway gets its tokens itself and no person signs in.")] = False,
 ) -> None:  # fmt: skip
     """Authorize the gateway to call a remote server with OAuth: discovery, registration, PKCE, then the
     authorization page in your browser (or open the printed URL yourself); the answer comes back to this
@@ -765,7 +768,11 @@ def server_auth(
 
       bosun secret set acme-client-secret
 
-      bosun server auth acme --client-id ID --client-secret acme-client-secret"""
+      bosun server auth acme --client-id ID --client-secret acme-client-secret
+
+    Add --client-credentials for a client registered for machine-to-machine
+    access: its first token is fetched now, the authorization server that gave
+    it is pinned, and from then on the gateway asks that server for tokens."""
     import webbrowser
 
     from bosun.gateway.oauth import NeedsAuthorization, Registered, authorize
@@ -779,12 +786,14 @@ def server_auth(
     registered: Registered | None = None
     if client_secret is not None and client_id is None:
         fail("--client-secret names the secret of the client given by --client-id; give both")
+    if client_credentials and client_secret is None:
+        fail("--client-credentials needs the client: --client-id ID --client-secret SECRET-NAME")
     if client_id is not None:
         try:
             secret = SecretStore(home.root).get(client_secret) if client_secret else None
         except SecretError as e:
             fail(f"--client-secret: {e}")
-        registered = Registered(client_id, secret)
+        registered = Registered(client_id, secret, machine=client_credentials)
 
     async def open_url(url: str) -> None:
         console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
@@ -798,7 +807,10 @@ def server_auth(
         fail(f"authorizing {name} failed: {e}")
     except Exception as e:  # the SDK's OAuth errors, and a server that refuses: say which
         fail(f"authorizing {name} failed: {type(e).__name__}: {e}")
-    console.print(f"authorized {name}; the gateway uses and refreshes its tokens")
+    if client_credentials:
+        console.print(f"authorized {name} as client {client_id}; the gateway gets its tokens with the client's secret")
+    else:
+        console.print(f"authorized {name}; the gateway uses and refreshes its tokens")
 
 
 @server_app.command("enable")

@@ -8,7 +8,9 @@ Bosun decides three things around it:
 - how a person authorizes: ``bosun server auth NAME`` prints the authorization URL and takes the
   answer on a loopback callback, once, ahead of use; as a client it registers itself, or uses the
   client id (and secret) an administrator registered with an authorization server that has no
-  dynamic registration;
+  dynamic registration. A client registered for the client-credentials grant needs no person:
+  ``bosun server auth`` checks it once and pins the authorization server it met, and the gateway
+  asks that server for tokens itself;
 - what the gateway does without a usable token: it refreshes it when it can, and otherwise fails
   the connection with the command to run. It never starts an interactive flow itself.
 """
@@ -19,21 +21,26 @@ import asyncio
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 from bosun.catalog.models import RemoteSource
 from bosun.gateway.remote import tls_context
 from bosun.secrets.store import SecretError, SecretStore
 
 CALLBACK_PATH = "/callback"
+CLIENT_CREDENTIALS = "client_credentials"
 CALLBACK_TIMEOUT_S = 300.0
 
 
@@ -44,14 +51,22 @@ class NeedsAuthorization(RuntimeError):
 @dataclass(frozen=True)
 class Registered:
     """A client registered with the authorization server ahead of time, used instead of registering one.
-    With a secret it is a confidential client and authenticates at the token endpoint with HTTP Basic."""
+    With a secret it is a confidential client and authenticates at the token endpoint with HTTP Basic;
+    ``machine`` clients get their tokens with the client-credentials grant (and need the secret)."""
 
     client_id: str
     client_secret: str | None = None
+    machine: bool = False
+
+    def __post_init__(self) -> None:
+        if self.machine and not self.client_secret:
+            raise ValueError("a client-credentials client needs its secret")
 
     def information(self, metadata: OAuthClientMetadata) -> OAuthClientInformationFull:
         method = "client_secret_basic" if self.client_secret else "none"
         fields = metadata.model_dump(exclude={"token_endpoint_auth_method"})
+        if self.machine:
+            fields |= {"redirect_uris": None, "grant_types": [CLIENT_CREDENTIALS], "response_types": []}
         return OAuthClientInformationFull(**fields, client_id=self.client_id, client_secret=self.client_secret,
                                           token_endpoint_auth_method=method)  # fmt: skip
 
@@ -86,9 +101,12 @@ class SecretTokens:
         expires_at = time.time() + tokens.expires_in if tokens.expires_in is not None else None
         self._store.set(self._names["grant"], json.dumps({"scope": tokens.scope, "expires_at": expires_at}))
 
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
+    def client_info(self) -> OAuthClientInformationFull | None:
         raw = self._get("client")
         return OAuthClientInformationFull.model_validate_json(raw) if raw else None
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info()
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         self._store.set(self._names["client"], client_info.model_dump_json(exclude_none=True))
@@ -98,13 +116,33 @@ class SecretTokens:
             self._store.remove(name)
 
 
-class _Provider(OAuthClientProvider):
+class _KnownExpiry(OAuthClientProvider):
     async def _initialize(self) -> None:
-        # The SDK takes a stored token as just issued. Told its real expiry, it refreshes an expired one
-        # instead of asking a person to authorize again.
+        # The SDK takes a stored token as just issued. Told its real expiry, it refreshes (or asks the
+        # client-credentials grant for) an expired one instead of sending it and meeting a 401.
         await super()._initialize()
         if self.context.current_tokens is not None:
             self.context.update_token_expiry(self.context.current_tokens)
+
+
+class _Provider(_KnownExpiry):
+    pass
+
+
+class _Machine(_KnownExpiry, ClientCredentialsOAuthProvider):
+    pass
+
+
+def _machine(source: RemoteSource, tokens: SecretTokens, info: OAuthClientInformationFull) -> _Machine:
+    method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_post" if info.token_endpoint_auth_method == "client_secret_post" else "client_secret_basic"
+    )
+    with warnings.catch_warnings():
+        # Without an issuer the SDK warns (deprecated): that is the first check, by `bosun server auth`,
+        # which learns the issuer and keeps it, so that the gateway sends the secret to that server only.
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return _Machine(source.url, tokens, info.client_id, info.client_secret or "", method, info.scope,
+                        info.issuer)  # fmt: skip
 
 
 def _metadata(source: RemoteSource, redirect_uri: str) -> OAuthClientMetadata:
@@ -121,7 +159,12 @@ def _metadata(source: RemoteSource, redirect_uri: str) -> OAuthClientMetadata:
 
 
 def gateway_auth(store: SecretStore, server: str, source: RemoteSource) -> httpx2.Auth:
-    """Auth for the gateway's connection: stored tokens, refreshed as needed; never an interactive flow."""
+    """Auth for the gateway's connection: stored tokens, refreshed (or, for a client-credentials client,
+    asked for again) as needed; never an interactive flow."""
+    tokens = SecretTokens(store, server)
+    info = tokens.client_info()
+    if info is not None and CLIENT_CREDENTIALS in info.grant_types:
+        return _machine(source, tokens, info)
 
     why = f"{server} needs authorizing: run `bosun server auth {server}`"
 
@@ -134,7 +177,7 @@ def gateway_auth(store: SecretStore, server: str, source: RemoteSource) -> httpx
 
     # Refresh needs the registration, not a redirect; the URI is the one registered at `bosun server auth`.
     redirect = f"http://127.0.0.1{CALLBACK_PATH}"
-    return _Provider(source.url, _metadata(source, redirect), SecretTokens(store, server), refuse, no_callback)
+    return _Provider(source.url, _metadata(source, redirect), tokens, refuse, no_callback)
 
 
 @contextlib.asynccontextmanager
@@ -176,14 +219,20 @@ async def authorize(
 ) -> None:  # fmt: skip
     """The authorization code flow, once, with a person: ``open_url`` shows them the authorization URL;
     the tokens are kept for the gateway. Earlier tokens and registration are dropped first; with
-    ``registered``, that client is used and none is registered."""
+    ``registered``, that client is used and none is registered. A client-credentials client needs no
+    person: its first token is fetched, and the client kept with the issuer that gave it."""
     tokens = SecretTokens(store, server)
     tokens.forget()
     async with _callback() as (redirect, wait):
         metadata = _metadata(source, redirect)
-        if registered is not None:
-            await tokens.set_client_info(registered.information(metadata))
-        auth = _Provider(source.url, metadata, tokens, open_url, wait)
+        info = registered.information(metadata) if registered is not None else None
+        auth: OAuthClientProvider
+        if info is not None and CLIENT_CREDENTIALS in info.grant_types:
+            auth = _machine(source, tokens, info)
+        else:
+            if info is not None:
+                await tokens.set_client_info(info)
+            auth = _Provider(source.url, metadata, tokens, open_url, wait)
         async with (
             httpx2.AsyncClient(
                 auth=auth, timeout=httpx2.Timeout(30, read=CALLBACK_TIMEOUT_S), verify=tls_context(source)
@@ -192,3 +241,6 @@ async def authorize(
             ClientSession(streams[0], streams[1]) as session,
         ):
             await session.initialize()  # the first request meets the 401 that starts the flow
+    if info is not None and CLIENT_CREDENTIALS in info.grant_types:
+        met = auth.context.oauth_metadata
+        await tokens.set_client_info(info.model_copy(update={"issuer": str(met.issuer) if met else None}))
