@@ -3,6 +3,8 @@ acknowledged record."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -40,6 +42,39 @@ def test_appends_chain_and_verify(tmp_path: Path) -> None:
         log._db.execute("UPDATE records SET outcome = 'ok' WHERE seq = 2")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         log._db.execute("DELETE FROM records WHERE seq = 2")
+
+
+def test_the_hash_covers_the_records_canonical_json_as_it_always_has(tmp_path: Path) -> None:
+    """Appends build the hashed text around the stored detail instead of serialising the whole record; the
+    text must stay what it was, or chains written before would no longer verify."""
+    log = AuditLog(tmp_path / "audit.db")
+    details = [{}, {"args": {"b": "str:3", "a": ["int", {"z": 1, "y": None}]}}, {"kept": 'naïve ☃ "q" \n', "n": 1.5}]
+    for i, detail in enumerate(details):
+        anchor = log.append(Record("tools/call", agent="ägent", reason="a,\"detail\":{} b", detail=detail,
+                                   duration_ms=0.1 * i))  # fmt: skip
+        stored = log.get(anchor.seq)
+        assert stored is not None and stored.hash == anchor.hash
+        payload = {
+            k: getattr(stored, k)
+            for k in (
+                "seq",
+                "ts",
+                "kind",
+                "agent",
+                "session",
+                "server",
+                "tool",
+                "decision",
+                "reason",
+                "outcome",
+                "duration_ms",
+                "image",
+                "detail",
+            )
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert anchor.hash == hashlib.sha256(f"{stored.prev}\n{canonical}".encode()).hexdigest()
+    assert log.verify() == (3, [])
 
 
 def test_edited_record_is_named(tmp_path: Path) -> None:

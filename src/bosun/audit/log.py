@@ -17,7 +17,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,13 +61,25 @@ class Record:
         return {k: getattr(self, k) for k in ("seq", *_FIELDS)}
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_KEYS = sorted(("seq", *_FIELDS))
+_BEFORE_DETAIL, _AFTER_DETAIL = _KEYS[: _KEYS.index("detail")], _KEYS[_KEYS.index("detail") + 1 :]
+
+
+def _digest(prev: str, payload: dict[str, Any], detail: str) -> str:
+    """The hash of a record: over ``prev`` and ``_compact(payload)``, which is put together here around
+    ``detail``, the payload's detail already in compact form (it is stored so), so that an append
+    serialises the detail once rather than twice (a fifth of an append, measured)."""
+    before = _compact({k: payload[k] for k in _BEFORE_DETAIL})[:-1]
+    after = _compact({k: payload[k] for k in _AFTER_DETAIL})[1:]
+    return hashlib.sha256(f'{prev}\n{before},"detail":{detail},{after}'.encode()).hexdigest()
+
+
 def chain_hash(prev: str, record: Record) -> str:
-    return _digest(prev, record.payload())
-
-
-def _digest(prev: str, payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
+    return _digest(prev, record.payload(), _compact(record.detail))
 
 
 @dataclass(frozen=True)
@@ -118,25 +130,26 @@ class AuditLog:
     def close(self) -> None:
         self._db.close()
 
-    def append(self, record: Record) -> Record:
-        """Commit one record at the head of the chain and return it as stored."""
+    def append(self, record: Record) -> Anchor:
+        """Commit one record at the head of the chain; returns its place and hash."""
         # Everything that does not need the chain's head is done before taking the write lock, which
         # every gateway on this home waits for.
         payload = record.payload()
         payload["ts"] = record.ts or datetime.now(UTC).isoformat(timespec="microseconds")
+        detail = _compact(record.detail)
         values = [payload[f] for f in _FIELDS]
-        values[_DETAIL] = json.dumps(record.detail, sort_keys=True)
+        values[_DETAIL] = detail
         self._db.execute("BEGIN IMMEDIATE")
         try:
             head = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
             payload["seq"], prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-            digest = _digest(prev, payload)
+            digest = _digest(prev, payload, detail)
             self._db.execute(_INSERT, [payload["seq"], *values, prev, digest])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        return replace(record, seq=payload["seq"], ts=payload["ts"], prev=prev, hash=digest)
+        return Anchor(payload["seq"], digest)
 
     def records(self, after: int = 0, limit: int | None = None) -> list[Record]:
         sql = "SELECT * FROM records WHERE seq > ? ORDER BY seq"

@@ -581,26 +581,25 @@ class Gateway:
             raise
         finally:
             server = str(note.get("server", ""))
-            stored = self.audit.append(
-                Record(
-                    kind,
-                    agent=self.agent_of(client),
-                    session=client,
-                    server=server,
-                    tool=str(note.get("tool", "")),
-                    decision=str(note.get("decision", "allow")),
-                    reason=str(note.get("reason", reason)),
-                    outcome=str(note.get("outcome", outcome)),
-                    image=self._image_of(server),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    detail=note.get("detail", {}),
-                )
+            record = Record(
+                kind,
+                agent=self.agent_of(client),
+                session=client,
+                server=server,
+                tool=str(note.get("tool", "")),
+                decision=str(note.get("decision", "allow")),
+                reason=str(note.get("reason", reason)),
+                outcome=str(note.get("outcome", outcome)),
+                image=self._image_of(server),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                detail=note.get("detail", {}),
             )
+            stored = self.audit.append(record)
             if (origin := note.get("origin")) is not None:
                 origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
-            self.metrics.observe(kind, server, stored.tool, stored.decision, stored.outcome,
-                                 stored.duration_ms / 1000, stored.detail)  # fmt: skip
-            traces.annotate(stored.agent, server, stored.tool, stored.decision, stored.outcome)
+            self.metrics.observe(kind, server, record.tool, record.decision, record.outcome,
+                                 record.duration_ms / 1000, record.detail)  # fmt: skip
+            traces.annotate(record.agent, server, record.tool, record.decision, record.outcome)
 
     async def call_tool(
         self,
