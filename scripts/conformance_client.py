@@ -59,10 +59,12 @@ def _registered(env: dict[str, str]) -> list[str]:
     if "client_id" not in context or "idp_id_token" in context:  # cross-app access gives one, for another grant
         return []
     options = ["--client-id", context["client_id"]]
-    if context.get("client_secret"):
-        subprocess.run([sys.executable, "-m", "bosun", "secret", "set", "upstream-client-secret"],
-                       input=context["client_secret"].encode(), env=env, check=True)  # fmt: skip
-        options += ["--client-secret", "upstream-client-secret"]
+    for field, option in (("client_secret", "--client-secret"), ("private_key_pem", "--client-key")):
+        if context.get(field):
+            name = f"upstream-{option[2:]}"
+            subprocess.run([sys.executable, "-m", "bosun", "secret", "set", name], input=context[field].encode(),
+                           env=env, check=True)  # fmt: skip
+            options += [option, name]
     if "client-credentials" in context.get("name", ""):
         options.append("--client-credentials")
     return options

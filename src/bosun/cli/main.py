@@ -753,6 +753,9 @@ def server_auth(
     client_secret: Annotated[str | None, typer.Option(
         "--client-secret", help="With --client-id: the secret store's entry holding that client's secret "
         "(`bosun secret set NAME` first). Leave it out for a public client.")] = None,
+    client_key: Annotated[str | None, typer.Option(
+        "--client-key", help="With --client-id: the secret store's entry holding that client's private key (PEM; "
+        "EC, RSA or Ed25519), which signs its token requests (private_key_jwt) instead of a secret.")] = None,
     client_credentials: Annotated[bool, typer.Option(
         "--client-credentials", help="With --client-id and --client-secret: the client is registered for the "
         "client-credentials grant, so the gateway gets its tokens itself and no person signs in.")] = False,
@@ -771,8 +774,9 @@ def server_auth(
       bosun server auth acme --client-id ID --client-secret acme-client-secret
 
     Add --client-credentials for a client registered for machine-to-machine
-    access: its first token is fetched now, the authorization server that gave
-    it is pinned, and from then on the gateway asks that server for tokens."""
+    access (with --client-secret, or --client-key for a private key): its first
+    token is fetched now, the authorization server that gave it is pinned, and
+    from then on the gateway asks that server for tokens."""
     import webbrowser
 
     from bosun.gateway.oauth import NeedsAuthorization, Registered, authorize
@@ -784,16 +788,20 @@ def server_auth(
     if not isinstance(entry.source, RemoteSource) or entry.source.auth != "oauth":
         fail(f"{name} is not a remote server with auth: oauth; nothing to authorize")
     registered: Registered | None = None
-    if client_secret is not None and client_id is None:
-        fail("--client-secret names the secret of the client given by --client-id; give both")
-    if client_credentials and client_secret is None:
-        fail("--client-credentials needs the client: --client-id ID --client-secret SECRET-NAME")
+    if (client_secret or client_key) and client_id is None:
+        fail("--client-secret and --client-key belong to the client given by --client-id; give it too")
+    if client_secret and client_key:
+        fail("a client authenticates with a secret or with a private key, not both")
+    if client_credentials and not (client_secret or client_key):
+        fail("--client-credentials needs the client: --client-id ID and --client-secret or --client-key SECRET-NAME")
     if client_id is not None:
+        store = SecretStore(home.root)
         try:
-            secret = SecretStore(home.root).get(client_secret) if client_secret else None
+            secret = store.get(client_secret) if client_secret else None
+            key = store.get(client_key) if client_key else None
         except SecretError as e:
-            fail(f"--client-secret: {e}")
-        registered = Registered(client_id, secret, machine=client_credentials)
+            fail(f"--client-{'secret' if client_secret else 'key'}: {e}")
+        registered = Registered(client_id, secret, key, machine=client_credentials)
 
     async def open_url(url: str) -> None:
         console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
@@ -808,7 +816,10 @@ def server_auth(
     except Exception as e:  # the SDK's OAuth errors, and a server that refuses: say which
         fail(f"authorizing {name} failed: {type(e).__name__}: {e}")
     if client_credentials:
-        console.print(f"authorized {name} as client {client_id}; the gateway gets its tokens with the client's secret")
+        console.print(
+            f"authorized {name} as client {client_id}; the gateway gets its tokens with the client's "
+            f"{'key' if client_key else 'secret'}"
+        )
     else:
         console.print(f"authorized {name}; the gateway uses and refreshes its tokens")
 

@@ -28,9 +28,15 @@ from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
-from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.auth.extensions.client_credentials import (
+    ClientCredentialsOAuthProvider,
+    PrivateKeyJWTOAuthProvider,
+    SignedJWTParameters,
+)
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPDeprecationWarning
@@ -52,18 +58,20 @@ class NeedsAuthorization(RuntimeError):
 class Registered:
     """A client registered with the authorization server ahead of time, used instead of registering one.
     With a secret it is a confidential client and authenticates at the token endpoint with HTTP Basic;
-    ``machine`` clients get their tokens with the client-credentials grant (and need the secret)."""
+    with a private key (PEM), by a JWT it signs (``private_key_jwt``). ``machine`` clients get their
+    tokens with the client-credentials grant, and need one or the other."""
 
     client_id: str
     client_secret: str | None = None
+    private_key: str | None = None
     machine: bool = False
 
     def __post_init__(self) -> None:
-        if self.machine and not self.client_secret:
-            raise ValueError("a client-credentials client needs its secret")
+        if self.machine and not (self.client_secret or self.private_key):
+            raise ValueError("a client-credentials client needs its secret or its private key")
 
     def information(self, metadata: OAuthClientMetadata) -> OAuthClientInformationFull:
-        method = "client_secret_basic" if self.client_secret else "none"
+        method = "private_key_jwt" if self.private_key else "client_secret_basic" if self.client_secret else "none"
         fields = metadata.model_dump(exclude={"token_endpoint_auth_method"})
         if self.machine:
             fields |= {"redirect_uris": None, "grant_types": [CLIENT_CREDENTIALS], "response_types": []}
@@ -76,7 +84,7 @@ class SecretTokens:
 
     def __init__(self, store: SecretStore, server: str) -> None:
         self._store = store
-        self._names = {k: f"oauth-{server}-{k}" for k in ("access", "refresh", "grant", "client")}
+        self._names = {k: f"oauth-{server}-{k}" for k in ("access", "refresh", "grant", "client", "key")}
 
     def _get(self, kind: str) -> str | None:
         try:
@@ -100,6 +108,13 @@ class SecretTokens:
             self._store.set(self._names["refresh"], tokens.refresh_token)
         expires_at = time.time() + tokens.expires_in if tokens.expires_in is not None else None
         self._store.set(self._names["grant"], json.dumps({"scope": tokens.scope, "expires_at": expires_at}))
+
+    def private_key(self) -> str | None:
+        """A ``private_key_jwt`` client's signing key (PEM)."""
+        return self._get("key")
+
+    def set_private_key(self, pem: str) -> None:
+        self._store.set(self._names["key"], pem)
 
     def client_info(self) -> OAuthClientInformationFull | None:
         raw = self._get("client")
@@ -133,14 +148,39 @@ class _Machine(_KnownExpiry, ClientCredentialsOAuthProvider):
     pass
 
 
-def _machine(source: RemoteSource, tokens: SecretTokens, info: OAuthClientInformationFull) -> _Machine:
-    method: Literal["client_secret_basic", "client_secret_post"] = (
-        "client_secret_post" if info.token_endpoint_auth_method == "client_secret_post" else "client_secret_basic"
-    )
+class _SigningMachine(_KnownExpiry, PrivateKeyJWTOAuthProvider):
+    pass
+
+
+def _signing_algorithm(pem: str) -> str:
+    """The JWS algorithm a private key signs with (RFC 7518): ES256/384/512 by curve, RS256, or EdDSA."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}[key.curve.name]
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    raise ValueError(f"a {type(key).__name__} cannot sign client assertions; use an EC, RSA or Ed25519 key")
+
+
+def _machine(source: RemoteSource, tokens: SecretTokens, info: OAuthClientInformationFull) -> OAuthClientProvider:
     with warnings.catch_warnings():
         # Without an issuer the SDK warns (deprecated): that is the first check, by `bosun server auth`,
-        # which learns the issuer and keeps it, so that the gateway sends the secret to that server only.
+        # which learns the issuer and keeps it, so that the gateway shows the client's credentials to that
+        # server only.
         warnings.simplefilter("ignore", MCPDeprecationWarning)
+        if info.token_endpoint_auth_method == "private_key_jwt":
+            pem = tokens.private_key()
+            if pem is None:
+                raise NeedsAuthorization(f"the private key of client {info.client_id} is gone from the secret store")
+            signed = SignedJWTParameters(issuer=info.client_id, subject=info.client_id, signing_key=pem,
+                                         signing_algorithm=_signing_algorithm(pem))  # fmt: skip
+            return _SigningMachine(source.url, tokens, info.client_id, signed.create_assertion_provider(), info.scope,
+                                   info.issuer)  # fmt: skip
+        method: Literal["client_secret_basic", "client_secret_post"] = (
+            "client_secret_post" if info.token_endpoint_auth_method == "client_secret_post" else "client_secret_basic"
+        )
         return _Machine(source.url, tokens, info.client_id, info.client_secret or "", method, info.scope,
                         info.issuer)  # fmt: skip
 
@@ -228,6 +268,8 @@ async def authorize(
         info = registered.information(metadata) if registered is not None else None
         auth: OAuthClientProvider
         if info is not None and CLIENT_CREDENTIALS in info.grant_types:
+            if registered is not None and registered.private_key:
+                tokens.set_private_key(registered.private_key)
             auth = _machine(source, tokens, info)
         else:
             if info is not None:
