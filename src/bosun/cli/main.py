@@ -932,6 +932,7 @@ def gateway_run(
     Traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set: a
     span per client request with the agent, server, tool and decision, a child per upstream request."""
     from bosun.gateway.core import Gateway
+    from bosun.gateway.lane import StdioLane
     from bosun.gateway.server import build_server
     from bosun.gateway.transports import serve_http, serve_metrics, serve_stdio
     from bosun.runtime.docker import DockerBackend
@@ -973,7 +974,7 @@ def gateway_run(
                 async with anyio.create_task_group() as tg:
                     if metrics_port is not None and token is not None:
                         tg.start_soon(serve_metrics, gw, metrics_port, token)
-                    await serve_stdio(server)
+                    await serve_stdio(server, StdioLane(gw, local_agent))
                     tg.cancel_scope.cancel()
             else:
                 err_console.print(f"gateway listening on http://{host}:{port}/mcp (also /healthz and /metrics)")

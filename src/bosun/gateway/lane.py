@@ -1,4 +1,5 @@
-"""A fast lane for ``tools/call`` over streamable HTTP, in front of the SDK's transport.
+"""A fast lane for ``tools/call``, in front of the SDK's transports: streamable HTTP (``Lane``) and stdio
+(``StdioLane``).
 
 Profiled under load, the SDK's streamable HTTP stack (a transport, an SSE response with its own
 tasks, a message router and a dispatcher task per POST) was about three quarters of the HTTP
@@ -16,6 +17,10 @@ roots). The client's answers to such requests come back as POSTed JSON-RPC respo
 
 The lane also keeps sessions alive and ends idle ones (the SDK's own idle timer only sees the
 requests that reach the SDK), by passing a DELETE to the SDK as a client would.
+
+Over stdio the SDK's share was smaller but still large (its dispatcher, a task and middleware per
+request, a model of every message both ways), so the same calls are served there too, on the
+connection's one handshake-era session; a result is a line on the wire.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 import anyio
 import mcp.types as types
@@ -51,6 +57,14 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 SESSION_IDLE_S = 1800.0  # as the SDK's default: a session with nothing in flight for this long is ended
 MAX_BODY = 4 * 1024 * 1024  # a larger POST is not the hot path: the SDK takes it (and its own limit applies)
 _AGENT = b"x-bosun-agent"  # set by BearerAuth, which runs first
+
+
+class Reply(Protocol):
+    """Where one lane call's messages go: ``event`` for what precedes the result, ``finish`` for the result."""
+
+    async def event(self, message: dict[str, Any]) -> None: ...
+
+    async def finish(self, message: dict[str, Any]) -> None: ...
 
 
 class _Reply:
@@ -82,6 +96,18 @@ class _Reply:
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
+class _Lines:
+    """One lane call's messages on stdio: each a line, in order, on the one connection."""
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        self._write = write
+
+    async def event(self, message: dict[str, Any]) -> None:
+        await self._write(pydantic_core.to_json(message) + b"\n")
+
+    finish = event
+
+
 @dataclass
 class LaneSession:
     """The client behind one HTTP session, as the gateway's relay sees it while serving lane calls
@@ -89,7 +115,7 @@ class LaneSession:
 
     session_id: str
     capabilities: types.ClientCapabilities
-    replies: dict[types.RequestId, _Reply] = field(default_factory=dict)
+    replies: dict[types.RequestId, Reply] = field(default_factory=dict)
     calls: dict[types.RequestId, anyio.CancelScope] = field(default_factory=dict)
     asked: dict[str, tuple[anyio.Event, list[dict[str, Any]]]] = field(default_factory=dict)
     in_flight: int = 0
@@ -233,29 +259,14 @@ class Lane:
         self, session: LaneSession, message: dict[str, Any], scope: Scope, headers: dict[bytes, str], send: Send
     ) -> bool:
         """Serve ``message`` here if it is the lane's; False to leave it to the SDK."""
-        method = message.get("method")
-        if method is None and "id" in message and ("result" in message or "error" in message):
-            if session.answer(message):
-                await _accepted(send)
-                return True
-            return False
-        if method == "notifications/cancelled":
-            cancelled = _params(message).get("requestId")
-            call = session.calls.get(cancelled) if _is_id(cancelled) else None
-            if call is None:
-                return False
-            call.cancel()
+        if _settle(session, message):
             await _accepted(send)
             return True
-        if method != "tools/call" or not _is_id(message.get("id")) or not await self._fits(scope, headers):
+        params = _tool_call(message)
+        if params is None or not await self._fits(scope, headers):
             return False
-        try:
-            params = types.CallToolRequestParams.model_validate(message.get("params"))
-        except ValidationError:
-            return False  # the SDK answers it, and the audit middleware records it
-        meta = _params(message).get("_meta")
         agent = headers.get(_AGENT) or "unauthenticated"
-        await self._call(session, message["id"], params, meta if isinstance(meta, dict) else {}, agent, send)
+        await self._call(session, message["id"], params, _meta(message), agent, send)
         return True
 
     async def _fits(self, scope: Scope, headers: dict[bytes, str]) -> bool:
@@ -274,32 +285,10 @@ class Lane:
         self, session: LaneSession, request_id: types.RequestId, params: types.CallToolRequestParams,
         meta: dict[str, Any], agent: str, send: Send,
     ) -> None:  # fmt: skip
-        reply = session.replies[request_id] = _Reply(send, session.session_id)
-        client = f"http:{session.session_id}"
-        self.gateway.bind(client, agent)
-        token = meta.get("progressToken")
-        progress = _progress(reply, token) if token is not None else None
-        downstream = Downstream(session, request_id, log_level=self.gateway.log_levels.get(client))
-        outcome: dict[str, Any]
-        with anyio.CancelScope() as cancel:
-            session.calls[request_id] = cancel
-            try:
-                with traces.inbound("tools/call", params.name, request_id, meta):
-                    public = self.naming.public(params.name)
-                    result = await self.gateway.call_tool(client, public, params.arguments, progress, downstream)
-                dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-                outcome = {"jsonrpc": "2.0", "id": request_id, "result": dumped}
-            except MCPError as e:
-                outcome = _error(request_id, e.error)
-            except Exception as e:
-                log.exception("tools/call %s failed", params.name)
-                outcome = _error(request_id, types.ErrorData(code=types.INTERNAL_ERROR, message=str(e)[:500]))
-        if cancel.cancelled_caught:
-            outcome = _error(request_id, types.ErrorData(code=types.INVALID_REQUEST, message="request cancelled"))
-        session.calls.pop(request_id, None)
-        session.replies.pop(request_id, None)
+        reply = _Reply(send, session.session_id)
         with contextlib.suppress(OSError):
-            await reply.finish(outcome)
+            await serve_call(self.gateway, self.naming, session, f"http:{session.session_id}", agent, request_id,
+                             params, meta, reply)  # fmt: skip
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -365,6 +354,115 @@ class Lane:
             await self.app(scope, nothing, discard)
 
 
+class StdioLane:
+    """The lane on a stdio connection (``pipe_stdio``'s shortcut): once a handshake-era client has
+    initialized, its ``tools/call`` requests are served here, each in a task of its own, and its
+    answers to the lane's requests and its cancellations of lane calls are taken here too.
+    Everything else, the handshake included, goes to the SDK."""
+
+    def __init__(self, gateway: Gateway, agent: str) -> None:
+        self.gateway = gateway
+        self.agent = agent
+        self.naming = Naming(gateway.only)
+        self.session: LaneSession | None = None
+
+    def take(self, message: Any, write: Callable[[bytes], Awaitable[None]]) -> Callable[[], Awaitable[None]] | None:
+        """The work that answers ``message`` here (writing with ``write``), or None to leave it to the SDK."""
+        if not isinstance(message, dict):
+            return None
+        if message.get("method") == "initialize":
+            self.session = _handshake(message)
+            return None
+        session = self.session
+        if session is None:
+            return None
+        if _settle(session, message):
+            return _nothing
+        params = _tool_call(message)
+        if params is None:
+            return None
+        request_id, meta, reply = message["id"], _meta(message), _Lines(write)
+        return lambda: serve_call(self.gateway, self.naming, session, "local", self.agent, request_id, params, meta,
+                                  reply)  # fmt: skip
+
+
+def _handshake(initialize: dict[str, Any]) -> LaneSession | None:
+    """The lane's view of a stdio client from its ``initialize``: None for a 2026-era or malformed one."""
+    params = _params(initialize)
+    if params.get("protocolVersion") not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    try:
+        return LaneSession("local", types.ClientCapabilities.model_validate(params.get("capabilities") or {}))
+    except ValidationError:
+        return None
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _settle(session: LaneSession, message: dict[str, Any]) -> bool:
+    """Take the client's answer to one of the lane's requests, or its cancellation of a lane call."""
+    method = message.get("method")
+    if method is None and "id" in message and ("result" in message or "error" in message):
+        return session.answer(message)
+    if method == "notifications/cancelled":
+        cancelled = _params(message).get("requestId")
+        call = session.calls.get(cancelled) if _is_id(cancelled) else None
+        if call is not None:
+            call.cancel()
+            return True
+    return False
+
+
+def _tool_call(message: dict[str, Any]) -> types.CallToolRequestParams | None:
+    """A well-formed ``tools/call`` request's params; None for anything else (the SDK answers it, and the
+    audit middleware records what is malformed)."""
+    if message.get("method") != "tools/call" or not _is_id(message.get("id")):
+        return None
+    try:
+        return types.CallToolRequestParams.model_validate(message.get("params"))
+    except ValidationError:
+        return None
+
+
+def _meta(message: dict[str, Any]) -> dict[str, Any]:
+    meta = _params(message).get("_meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+async def serve_call(
+    gateway: Gateway, naming: Naming, session: LaneSession, client: str, agent: str, request_id: types.RequestId,
+    params: types.CallToolRequestParams, meta: dict[str, Any], reply: Reply,
+) -> None:  # fmt: skip
+    """One ``tools/call`` served at the message level: through the gateway, with progress, the server's logs
+    and requests relayed on ``reply``, cancellable by the client, answered with a result or an error."""
+    session.replies[request_id] = reply
+    gateway.bind(client, agent)
+    token = meta.get("progressToken")
+    progress = _progress(reply, token) if token is not None else None
+    downstream = Downstream(session, request_id, log_level=gateway.log_levels.get(client))
+    outcome: dict[str, Any]
+    with anyio.CancelScope() as cancel:
+        session.calls[request_id] = cancel
+        try:
+            with traces.inbound("tools/call", params.name, request_id, meta):
+                public = naming.public(params.name)
+                result = await gateway.call_tool(client, public, params.arguments, progress, downstream)
+            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            outcome = {"jsonrpc": "2.0", "id": request_id, "result": dumped}
+        except MCPError as e:
+            outcome = _error(request_id, e.error)
+        except Exception as e:
+            log.exception("tools/call %s failed", params.name)
+            outcome = _error(request_id, types.ErrorData(code=types.INTERNAL_ERROR, message=str(e)[:500]))
+    if cancel.cancelled_caught:
+        outcome = _error(request_id, types.ErrorData(code=types.INVALID_REQUEST, message="request cancelled"))
+    session.calls.pop(request_id, None)
+    session.replies.pop(request_id, None)
+    await reply.finish(outcome)
+
+
 def _parse(body: bytes) -> dict[str, Any] | None:
     try:
         message = pydantic_core.from_json(body)
@@ -392,7 +490,7 @@ async def _accepted(send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _progress(reply: _Reply, token: str | int) -> ProgressFnT:
+def _progress(reply: Reply, token: str | int) -> ProgressFnT:
     async def forward(progress: float, total: float | None, message: str | None) -> None:
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
         params |= ({"total": total} if total is not None else {}) | ({"message": message} if message else {})

@@ -11,6 +11,10 @@ peer hanging up.
 
 Like the SDK's, it takes fds 0 and 1 for itself while serving and points them at the null
 device and at stderr, so a stray ``print`` in a library cannot corrupt the wire.
+
+A ``Shortcut`` may answer some messages itself before they reach the SDK (the gateway's lane for
+tool calls): it is shown each parsed message on pipes, and whatever it takes it answers on the
+same wire, in a task of its own.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio
 import mcp.types as types
+import pydantic_core
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
@@ -33,6 +40,14 @@ log = logging.getLogger("bosun.gateway")
 
 DRAIN_S = 60  # how long answers to requests still in flight are awaited after stdin ends
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes in one line; a longer one is refused, not buffered forever
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class Shortcut(Protocol):
+    def take(self, message: Any, write: Write) -> Callable[[], Awaitable[None]] | None:
+        """The work that answers ``message`` (with ``write``), or None to leave it to the SDK."""
+
 
 Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
 
@@ -156,8 +171,9 @@ def _parse_error(e: Exception) -> SessionMessage:
 
 
 @contextlib.asynccontextmanager
-async def pipe_stdio() -> AsyncIterator[Streams]:
-    """The process's stdin and stdout as the message streams ``Server.run`` takes."""
+async def pipe_stdio(shortcut: Shortcut | None = None) -> AsyncIterator[Streams]:
+    """The process's stdin and stdout as the message streams ``Server.run`` takes; ``shortcut`` is
+    offered each message first when the wire is a pipe, a socket or a terminal."""
     claim = _Claim()
     wire: _Pipes | _Files
     # Asked of the files themselves: asyncio refuses a regular file with ValueError, uvloop accepts one
@@ -170,8 +186,18 @@ async def pipe_stdio() -> AsyncIterator[Streams]:
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
     written = anyio.Event()
     in_flight = _InFlight()
+    # Files are written from a worker thread, which tasks writing at once would interleave.
+    shortcut = shortcut if isinstance(wire, _Pipes) else None
 
-    async def read_lines() -> None:
+    async def answered_by(job: Callable[[], Awaitable[None]], request_id: Any) -> None:
+        try:
+            await job()
+        except (ConnectionError, RuntimeError, OSError):
+            pass  # the client went away; the end of stdin ends the session
+        finally:
+            in_flight.answered(request_id)
+
+    async def read_lines(tg: TaskGroup) -> None:
         async with read_send:
             while True:
                 try:
@@ -188,7 +214,15 @@ async def pipe_stdio() -> AsyncIterator[Streams]:
                 if not line.strip():
                     continue
                 try:
-                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    raw = pydantic_core.from_json(line)
+                    job = shortcut.take(raw, wire.write) if shortcut is not None else None
+                    if job is not None:
+                        request_id = raw.get("id") if raw.get("method") else None
+                        if request_id is not None:
+                            in_flight.ids.add(request_id)
+                        tg.start_soon(answered_by, job, request_id)
+                        continue
+                    message = types.jsonrpc_message_adapter.validate_python(raw, by_name=False)
                 except ValueError as e:
                     # The SDK's server drops such a line silently; the client deserves an answer, and we a record.
                     log.warning("refused a malformed message on stdio: %s", str(e)[:300])
@@ -212,7 +246,7 @@ async def pipe_stdio() -> AsyncIterator[Streams]:
 
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(read_lines)
+            tg.start_soon(read_lines, tg)
             tg.start_soon(write_lines)
             try:
                 yield read_recv, write_send

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bosun.gateway.agents import OPERATOR, Directory, token_hash
 from bosun.gateway.core import Gateway
-from bosun.gateway.lane import Lane
+from bosun.gateway.lane import Lane, StdioLane
 from bosun.gateway.stdio import pipe_stdio
 from bosun.telemetry.metrics import CONTENT_TYPE
 
@@ -45,10 +45,10 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
             return
 
 
-async def serve_stdio(server: Server[Any]) -> None:
+async def serve_stdio(server: Server[Any], lane: StdioLane | None = None) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_signals, tg.cancel_scope)
-        async with pipe_stdio() as (read, write):
+        async with pipe_stdio(lane) as (read, write):
             await server.run(read, write, _init_options(server))
         tg.cancel_scope.cancel()
 
