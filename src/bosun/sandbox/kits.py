@@ -68,8 +68,14 @@ KITS = {
             command=("claude",),
             api=ApiKey("anthropic-api-key", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
             # Its installation is read-only, and hosts beyond its API are not allowed unless the user adds them:
-            # updates, telemetry and error reports would only wait for a refusal.
-            env={"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
+            # updates, telemetry and error reports would only wait for a refusal. It also waits for its MCP
+            # servers before the first model request: by default it does not, and a first turn sent while the
+            # gateway's containers start has none of the governed tools (seen: the model answered without them).
+            env={
+                "DISABLE_AUTOUPDATER": "1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "MCP_CONNECTION_NONBLOCKING": "false",
+            },
             # Claude Code's managed MCP file on Linux: it takes precedence over the user's and project's, and the
             # agent cannot edit it, so its tools come through the gateway only.
             managed_file="/etc/claude-code/managed-mcp.json",
