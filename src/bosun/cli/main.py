@@ -754,11 +754,13 @@ def server_auth(
         "--client-secret", help="With --client-id: the secret store's entry holding that client's secret "
         "(`bosun secret set NAME` first). Leave it out for a public client.")] = None,
     client_key: Annotated[str | None, typer.Option(
-        "--client-key", help="With --client-id: the secret store's entry holding that client's private key (PEM; "
-        "EC, RSA or Ed25519), which signs its token requests (private_key_jwt) instead of a secret.")] = None,
+        "--client-key", help="With --client-id and --client-credentials: the secret store's entry holding that "
+        "client's private key (PEM; EC, RSA or Ed25519), which signs its token requests (private_key_jwt) instead "
+        "of a secret.")] = None,
     client_credentials: Annotated[bool, typer.Option(
-        "--client-credentials", help="With --client-id and --client-secret: the client is registered for the "
-        "client-credentials grant, so the gateway gets its tokens itself and no person signs in.")] = False,
+        "--client-credentials", help="With --client-id and --client-secret or --client-key: the client is "
+        "registered for the client-credentials grant, so the gateway gets its tokens itself and no person signs "
+        "in.")] = False,
 ) -> None:  # fmt: skip
     """Authorize the gateway to call a remote server with OAuth: discovery, registration, PKCE, then the
     authorization page in your browser (or open the printed URL yourself); the answer comes back to this
@@ -792,6 +794,8 @@ def server_auth(
         fail("--client-secret and --client-key belong to the client given by --client-id; give it too")
     if client_secret and client_key:
         fail("a client authenticates with a secret or with a private key, not both")
+    if client_key and not client_credentials:
+        fail("--client-key signs client-credentials token requests; add --client-credentials")
     if client_credentials and not (client_secret or client_key):
         fail("--client-credentials needs the client: --client-id ID and --client-secret or --client-key SECRET-NAME")
     if client_id is not None:

@@ -57,6 +57,7 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 SESSION_IDLE_S = 1800.0  # as the SDK's default: a session with nothing in flight for this long is ended
 MAX_BODY = 4 * 1024 * 1024  # a larger POST is not the hot path: the SDK takes it (and its own limit applies)
 _AGENT = b"x-bosun-agent"  # set by BearerAuth, which runs first
+STDIO_CLIENT = "local"  # the one client of a stdio gateway, as the gateway keys its sessions, flows and log levels
 
 
 class Reply(Protocol):
@@ -110,8 +111,8 @@ class _Lines:
 
 @dataclass
 class LaneSession:
-    """The client behind one HTTP session, as the gateway's relay sees it while serving lane calls
-    (``Downstream.session``): its capabilities, and the streams of its calls in flight."""
+    """The client behind one HTTP session or stdio connection, as the gateway's relay sees it while serving
+    lane calls (``Downstream.session``): its capabilities, and the streams of its calls in flight."""
 
     session_id: str
     capabilities: types.ClientCapabilities
@@ -382,8 +383,8 @@ class StdioLane:
         if params is None:
             return None
         request_id, meta, reply = message["id"], _meta(message), _Lines(write)
-        return lambda: serve_call(self.gateway, self.naming, session, "local", self.agent, request_id, params, meta,
-                                  reply)  # fmt: skip
+        return lambda: serve_call(self.gateway, self.naming, session, STDIO_CLIENT, self.agent, request_id, params,
+                                  meta, reply)  # fmt: skip
 
 
 def _handshake(initialize: dict[str, Any]) -> LaneSession | None:
@@ -392,7 +393,7 @@ def _handshake(initialize: dict[str, Any]) -> LaneSession | None:
     if params.get("protocolVersion") not in HANDSHAKE_PROTOCOL_VERSIONS:
         return None
     try:
-        return LaneSession("local", types.ClientCapabilities.model_validate(params.get("capabilities") or {}))
+        return LaneSession(STDIO_CLIENT, types.ClientCapabilities.model_validate(params.get("capabilities") or {}))
     except ValidationError:
         return None
 

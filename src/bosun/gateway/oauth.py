@@ -155,13 +155,16 @@ class _SigningMachine(_KnownExpiry, PrivateKeyJWTOAuthProvider):
 def _signing_algorithm(pem: str) -> str:
     """The JWS algorithm a private key signs with (RFC 7518): ES256/384/512 by curve, RS256, or EdDSA."""
     key = serialization.load_pem_private_key(pem.encode(), password=None)
+    algorithm = None
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}[key.curve.name]
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "RS256"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "EdDSA"
-    raise ValueError(f"a {type(key).__name__} cannot sign client assertions; use an EC, RSA or Ed25519 key")
+        algorithm = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(key.curve.name)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        algorithm = "RS256"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        algorithm = "EdDSA"
+    if algorithm is None:
+        raise ValueError("this key cannot sign client assertions; use an EC (P-256/384/521), RSA or Ed25519 key")
+    return algorithm
 
 
 def _machine(source: RemoteSource, tokens: SecretTokens, info: OAuthClientInformationFull) -> OAuthClientProvider:

@@ -21,6 +21,7 @@ import bosun
 from bosun.gateway.agents import OPERATOR
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
+from bosun.gateway.lane import STDIO_CLIENT
 from bosun.gateway.names import Naming
 from bosun.gateway.transports import AGENT_HEADER
 
@@ -50,7 +51,7 @@ def client_key(ctx: Ctx) -> str:
             return f"http:{sid}"
         auth = headers.get("authorization", "")
         return "bearer:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
-    return "local"
+    return STDIO_CLIENT
 
 
 def _progress_forwarder(ctx: Ctx) -> ProgressFnT | None:
