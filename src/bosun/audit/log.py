@@ -72,7 +72,7 @@ _BEFORE_DETAIL, _AFTER_DETAIL = _KEYS[: _KEYS.index("detail")], _KEYS[_KEYS.inde
 def _digest(prev: str, payload: dict[str, Any], detail: str) -> str:
     """The hash of a record: over ``prev`` and ``_compact(payload)``, which is put together here around
     ``detail``, the payload's detail already in compact form (it is stored so), so that an append
-    serialises the detail once rather than twice (a fifth of an append, measured)."""
+    serialises the detail once rather than twice."""
     before = _compact({k: payload[k] for k in _BEFORE_DETAIL})[:-1]
     after = _compact({k: payload[k] for k in _AFTER_DETAIL})[1:]
     return hashlib.sha256(f'{prev}\n{before},"detail":{detail},{after}'.encode()).hexdigest()

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
 from bosun.gateway.names import Naming
+from bosun.gateway.stdio import Write
 from bosun.telemetry import traces
 
 log = logging.getLogger("bosun.gateway")
@@ -100,7 +101,7 @@ class _Reply:
 class _Lines:
     """One lane call's messages on stdio: each a line, in order, on the one connection."""
 
-    def __init__(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+    def __init__(self, write: Write) -> None:
         self._write = write
 
     async def event(self, message: dict[str, Any]) -> None:
@@ -367,7 +368,7 @@ class StdioLane:
         self.naming = Naming(gateway.only)
         self.session: LaneSession | None = None
 
-    def take(self, message: Any, write: Callable[[bytes], Awaitable[None]]) -> Callable[[], Awaitable[None]] | None:
+    def take(self, message: Any, write: Write) -> Callable[[], Awaitable[None]] | None:
         """The work that answers ``message`` here (writing with ``write``), or None to leave it to the SDK."""
         if not isinstance(message, dict):
             return None
