@@ -1,9 +1,12 @@
 """Bosun against the direct path and a peer gateway: one echo server, the same load, in one run.
 
 Paths: direct to the server container (raw JSON-RPC over stdio, and the official SDK client), Bosun's
-gateway over stdio and over streamable HTTP, and two peers in front of the same container, each
-installed from PyPI into its own virtual environment under .cache/bench: `mcp-proxy`, and IBM's
-ContextForge (stateful sessions, rate limiting off; its stdio bridge registered as a virtual server).
+gateway over stdio and over streamable HTTP (reaching the server through its stdio FIFOs, and again
+through the engine's attach stream, ``stdio: attach``, as a baseline), and two peers in front of the
+same container, each installed from PyPI into its own virtual environment under .cache/bench:
+`mcp-proxy`, and IBM's ContextForge (stateful sessions, rate limiting off; its stdio bridge
+registered as a virtual server). The direct path and the peers reach the container as a user would,
+through `docker run -i` (the CLI and the engine relay its stdio).
 The echo server is the `everything` image; every path runs it with the same hardening.
 
 Figures: p50/p99 of sequential calls; calls/s with 16 and 64 concurrent clients (each its own MCP
@@ -469,6 +472,15 @@ def main() -> None:
                                                        args.calls, args.seconds)  # fmt: skip
             extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
             extra["idle everything container (docker stats)"] = f"{container_mb('io.bosun.server=everything'):.0f} MB"
+
+        print("Bosun over streamable HTTP, the engine's attach stream to the server ...", flush=True)
+        Settings.model_validate({"servers": {"everything": {}}, "stdio": "attach"}).save(home.config_file)
+        port = free_port()
+        argv = [*gateway, "--transport", "http", "--port", str(port)]
+        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env):
+            rows["Bosun, streamable HTTP, stdio: attach"] = http_path(
+                f"http://127.0.0.1:{port}/mcp", auth, "everything__echo", args.calls, args.seconds
+            )
 
         print("mcp-proxy ...", flush=True)
         port = free_port()

@@ -137,6 +137,10 @@ class Settings(YamlFile):
     # block: a tool whose description looks poisoned is withheld until approved; warn: only logged.
     poisoning: Literal["block", "warn"] = "block"
     oidc: OidcSettings | None = None
+    # How the gateway reaches a Bosun-built server's stdin and stdout. fifo: two FIFOs it holds itself,
+    # with no engine process relaying (the engine must share this host's files: a local Linux engine);
+    # attach: the engine's attach stream, which works with any engine. Images Bosun did not build use attach.
+    stdio: Literal["fifo", "attach"] = "fifo"
 
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)

@@ -56,6 +56,11 @@ class Home:
         return self.root / "asks"
 
     @property
+    def stdio_dir(self) -> Path:
+        """Where server containers' stdio FIFOs are made; each is gone once both its ends are open."""
+        return self.root / "run" / "stdio"
+
+    @property
     def audit_db(self) -> Path:
         return self.root / "audit.db"
 

@@ -11,9 +11,11 @@ import docker
 import pytest
 from _util import bosun_cmd, env_for, override_entry, sh
 
+from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION
+from bosun.runtime import fifo
 from bosun.runtime.docker import DockerBackend
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +51,24 @@ async def test_every_server_container_is_hardened(gateway: Gateway, docker_clien
         out = sh(docker_client, up.container.id, "id -u; grep CapEff /proc/self/status")
         assert out.splitlines()[0] == "10001"
         assert "0000000000000000" in out
+        # Its stdio is two FIFOs the gateway holds, not the engine's stream; their mount is read-only.
+        assert config["OpenStdin"] is False, server
+        assert config["Entrypoint"][:3] == fifo.wired([])[:3], server
+        mount = next(m for m in attrs["Mounts"] if m["Destination"] == fifo.MOUNT)
+        assert mount["RW"] is False, server
+    assert not any(gateway.home.stdio_dir.iterdir())  # the FIFOs' names go once both ends are open
+
+
+async def test_engine_attach_stream_still_serves_when_configured(home: Home, docker_client: docker.DockerClient) -> None:
+    settings = Settings.load(home.config_file)
+    settings.stdio = "attach"
+    settings.save(home.config_file)
+    async with Gateway(home, DockerBackend()) as gw:
+        assert "UTC" in await _time_call(gw)
+        up = gw.upstreams()[("time", "shared")]
+        assert up.container is not None
+        config = docker_client.api.inspect_container(up.container.id)["Config"]
+        assert config["OpenStdin"] is True and config["Entrypoint"][0] != "/bin/sh"
 
 
 async def test_filesystem_mount_is_read_only(gateway: Gateway) -> None:

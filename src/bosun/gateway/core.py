@@ -374,6 +374,10 @@ class Gateway:
             labels={LABEL_GATEWAY: self.id, LABEL_SESSION: client},
             secrets=secrets,
             egress=list(entry.network.allow_hosts),
+            # Only an image Bosun built is sure to have the shell that wires the FIFOs.
+            stdio_dir=self.home.stdio_dir
+            if self.settings.stdio == "fifo" and not isinstance(entry.source, ImageSource)
+            else None,
         )
 
     def _check_vulnerabilities(self, server: str, image_id: str) -> None:

@@ -36,6 +36,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
+from bosun.streams import pipe_streams
+
 log = logging.getLogger("bosun.gateway")
 
 DRAIN_S = 60  # how long answers to requests still in flight are awaited after stdin ends
@@ -81,23 +83,12 @@ class _Pipes:
 
     @classmethod
     async def open(cls, claim: _Claim) -> _Pipes:
-        loop = asyncio.get_running_loop()
         given, taken = os.fstat(claim.stdin), os.fstat(claim.stdout)
         if stat.S_ISSOCK(given.st_mode) and (given.st_dev, given.st_ino) == (taken.st_dev, taken.st_ino):
             sock = socket.socket(fileno=os.dup(claim.stdin))
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_MESSAGE)
             return cls(reader, writer, writer.transport)
-        reader = asyncio.StreamReader(limit=MAX_MESSAGE, loop=loop)
-        read_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        in_pipe = os.fdopen(claim.stdin, "rb", buffering=0, closefd=False)
-        out_pipe = os.fdopen(claim.stdout, "wb", buffering=0, closefd=False)
-        reading, _ = await loop.connect_read_pipe(lambda: read_protocol, in_pipe)
-        try:
-            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out_pipe)
-        except BaseException:
-            reading.close()
-            raise
-        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop), reading)
+        return cls(*await pipe_streams(claim.stdin, claim.stdout, MAX_MESSAGE, owned=False))
 
     async def readline(self) -> bytes:
         try:

@@ -59,6 +59,9 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     secrets: list[SecretFile] = field(default_factory=list)
     egress: list[str] = field(default_factory=list)  # allowlist; empty means no network at all
+    # A private directory of this host where the server's stdin and stdout may be made FIFOs, which a
+    # backend whose engine shares this host's files connects directly; None keeps the engine's stream.
+    stdio_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The Docker Engine backend.
 
 Control calls (create, start, inspect, list) go through ``docker-py`` on a worker thread: they
-are rare and docker-py is the best-kept client. The hot path, a container's stdio, is the
-engine's hijacked attach socket driven directly by asyncio, so a tool call never waits on a thread.
+are rare and docker-py is the best-kept client. The hot path, a container's stdio, is driven
+directly by asyncio, so a tool call never waits on a thread: two FIFOs the gateway holds itself
+when the spec asks for them and the engine runs on this host (see ``fifo``), else the engine's
+hijacked attach socket. stderr always comes through the attach socket.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +27,7 @@ import docker
 from docker.errors import APIError
 
 from bosun.images.base import EGRESS_IMAGE, EGRESS_PORT, ENTRY_WRAPPER, SECRETS_DIR
+from bosun.runtime import fifo
 from bosun.runtime.backend import (
     LABEL_EGRESS_NETWORK,
     LABEL_EGRESS_PROXY,
@@ -35,7 +40,9 @@ from bosun.runtime.backend import (
     Limits,
     SecretFile,
     StderrSink,
+    StdioChannel,
 )
+from bosun.streams import pipe_streams
 
 egress_log = logging.getLogger("bosun.egress")
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -46,6 +53,7 @@ T = TypeVar("T")
 # one byte stream id, three zero bytes, a big-endian u32 length, then the payload.
 _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
+_READ_CHUNK = 64 * 1024
 
 
 def proxy_env(proxy_ip: str) -> dict[str, str]:
@@ -55,8 +63,9 @@ def proxy_env(proxy_ip: str) -> dict[str, str]:
 
 
 def hardened_host_config(
-    api: docker.APIClient, spec: ContainerSpec, network: str = "none", dns: list[str] | None = None
-) -> dict[str, Any]:
+    api: docker.APIClient, spec: ContainerSpec, network: str = "none", dns: list[str] | None = None,
+    fifos: fifo.ServerFifos | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The host config every server container gets; see the README for why each setting is there."""
     tmpfs = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
     # The image ships the secrets mount point as 0700 for the server user; Docker copies that
@@ -77,7 +86,8 @@ def hardened_host_config(
             nano_cpus=int(spec.limits.cpus * 1e9),
             pids_limit=spec.limits.pids,
             ipc_mode="private",
-            binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+            binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts]
+            + ([f"{fifos.directory}:{fifo.MOUNT}:ro"] if fifos else []),
             init=True,
             # stdout is the MCP stream: tool results, private data, redacted secrets' originals.
             # The engine must not keep a copy on disk; stderr reaches the gateway's log instead.
@@ -119,6 +129,44 @@ class DockerStdio:
             await self._writer.wait_closed()
 
 
+class FifoStdio:
+    """A container's stdio FIFOs as an ``StdioChannel``; its stderr comes on an attach socket, pumped
+    to the sink by a task of its own."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reading: asyncio.ReadTransport,
+        stderr: asyncio.Task[None],
+    ) -> None:  # fmt: skip
+        self._reader, self._writer, self._reading, self._stderr = reader, writer, reading, stderr
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def receive(self) -> bytes:
+        data = await self._reader.read(_READ_CHUNK)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        self._reading.close()
+        self._writer.close()
+        self._stderr.cancel()
+
+
+async def _pump_stderr(channel: DockerStdio) -> None:
+    """Drive an attach stream that carries only stderr: ``receive`` hands each frame to the sink and
+    would return only a stdout frame, which this stream never has."""
+    try:
+        while True:
+            await channel.receive()
+    except anyio.EndOfStream:
+        pass
+    finally:
+        await channel.aclose()
+
+
 def secrets_preamble(secrets: list[SecretFile]) -> bytes:
     """What ``bosun-entry`` reads from stdin before the MCP stream: a header, then one line a secret."""
     lines = [f"BOSUN-SECRETS 1 {len(secrets)}"]
@@ -141,11 +189,8 @@ def _info(c: dict[str, Any]) -> ContainerInfo:
     )
 
 
-async def _read_decisions(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: str, sink: EgressSink | None
-) -> None:
+async def _read_decisions(channel: StdioChannel, server: str, sink: EgressSink | None) -> None:
     """The proxy's stdout: one JSON decision a line, handed to the sink (and so to the log and audit)."""
-    channel = DockerStdio(reader, writer, lambda _data: None)
     buf = b""
     try:
         while True:
@@ -173,67 +218,95 @@ class DockerBackend:
         self._client = client or docker.from_env(timeout=60)
         self._api: docker.APIClient = self._client.api
         self._egress_tasks: dict[str, asyncio.Task[None]] = {}
+        # A unix socket on Linux: the engine runs here and a bind-mounted FIFO is the same one on both sides.
+        self._local = sys.platform == "linux" and str(self._api.base_url).startswith("http+docker://")
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
     async def _launch(
-        self, spec: ContainerSpec, host_config: dict[str, Any], env: dict[str, str], extra_labels: dict[str, str]
-    ) -> tuple[ContainerInfo, asyncio.StreamReader, asyncio.StreamWriter]:
-        """Create, attach, start; returns the attach socket's streams. Removes the container on failure."""
+        self, spec: ContainerSpec, host_config: dict[str, Any], env: dict[str, str], extra_labels: dict[str, str],
+        on_stderr: StderrSink, fifos: fifo.ServerFifos | None = None,
+    ) -> tuple[ContainerInfo, StdioChannel]:  # fmt: skip
+        """Create, attach, start; returns the container's stdio, on ``fifos`` when given, else on the attach
+        socket. Removes the container on failure."""
         labels = {LABEL_MANAGED: "true", LABEL_SERVER: spec.server, **spec.labels, **extra_labels}
+        entrypoint = [ENTRY_WRAPPER, *spec.command] if spec.secrets else spec.command
+        attached = fifos is None
         created = await self._run(
             self._api.create_container,
             image=spec.image,
-            entrypoint=[ENTRY_WRAPPER, *spec.command] if spec.secrets else spec.command,
+            entrypoint=fifo.wired(entrypoint) if fifos else entrypoint,
             command=spec.args,
             name=spec.name,
             user=spec.user,
             environment=env,
             labels=labels,
-            stdin_open=True,
+            stdin_open=attached,
             tty=False,
             host_config=host_config,
         )
         cid = created["Id"]
         try:
             # Attach before start so not one byte of the server's first output is lost.
-            raw = await self._run(
-                self._api.attach_socket, cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
+            params = {"stdin": int(attached), "stdout": int(attached), "stderr": 1, "stream": 1}
+            raw = await self._run(self._api.attach_socket, cid, params=params)
             sock: socket.socket = getattr(raw, "_sock", raw)
             reader, writer = await asyncio.open_unix_connection(sock=sock)
+            attach = DockerStdio(reader, writer, on_stderr)
             await self._run(self._api.start, cid)
+            channel: StdioChannel = attach if fifos is None else await self._connect(cid, fifos, attach)
             if spec.secrets:
-                writer.write(secrets_preamble(spec.secrets))
-                await writer.drain()
+                await channel.send(secrets_preamble(spec.secrets))
             inspected = await self._run(self._api.inspect_container, cid)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._remove(cid)
             raise
-        return _info(inspected), reader, writer
+        return _info(inspected), channel
+
+    async def _connect(self, cid: str, fifos: fifo.ServerFifos, attach: DockerStdio) -> FifoStdio:
+        async def stopped() -> str | None:
+            state = (await self.inspect(cid)).get("State") or {}
+            return None if state.get("Running") else f"exit code {state.get('ExitCode')}"
+
+        stdout, stdin = await fifos.connect(stopped)
+        try:
+            reader, writer, reading = await pipe_streams(stdout, stdin, _READ_CHUNK, owned=True)
+        except BaseException:
+            os.close(stdout)
+            os.close(stdin)
+            raise
+        return FifoStdio(reader, writer, reading, asyncio.create_task(_pump_stderr(attach)))
+
+    def _fifos(self, spec: ContainerSpec) -> fifo.ServerFifos | None:
+        """FIFOs for the spec's stdio when it asks for them and the engine shares this host's files."""
+        return fifo.ServerFifos(spec.stdio_dir / spec.name) if spec.stdio_dir and self._local else None
 
     async def start(
         self, spec: ContainerSpec, on_stderr: StderrSink, on_egress: EgressSink | None = None
-    ) -> tuple[ContainerInfo, DockerStdio]:
-        if not spec.egress:
-            info, reader, writer = await self._launch(spec, hardened_host_config(self._api, spec), spec.env, {})
-            return info, DockerStdio(reader, writer, on_stderr)
-        network, proxy_id, proxy_ip = await self.start_egress(spec, on_egress)
+    ) -> tuple[ContainerInfo, StdioChannel]:
+        fifos = self._fifos(spec)
         try:
-            env = {**spec.env, **proxy_env(proxy_ip)}
-            # Its only network is the internal one, and its resolver points nowhere: the proxy,
-            # named by address, is the one way out, and names can only be resolved by the proxy.
-            host_config = hardened_host_config(self._api, spec, network=network, dns=["127.0.0.1"])
-            labels = {LABEL_EGRESS_PROXY: proxy_id, LABEL_EGRESS_NETWORK: network}
-            info, reader, writer = await self._launch(spec, host_config, env, labels)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._remove(proxy_id)
-                await self._remove_network(network)
-            raise
-        return info, DockerStdio(reader, writer, on_stderr)
+            if not spec.egress:
+                host_config = hardened_host_config(self._api, spec, fifos=fifos)
+                return await self._launch(spec, host_config, spec.env, {}, on_stderr, fifos)
+            network, proxy_id, proxy_ip = await self.start_egress(spec, on_egress)
+            try:
+                env = {**spec.env, **proxy_env(proxy_ip)}
+                # Its only network is the internal one, and its resolver points nowhere: the proxy,
+                # named by address, is the one way out, and names can only be resolved by the proxy.
+                host_config = hardened_host_config(self._api, spec, network=network, dns=["127.0.0.1"], fifos=fifos)
+                labels = {LABEL_EGRESS_PROXY: proxy_id, LABEL_EGRESS_NETWORK: network}
+                return await self._launch(spec, host_config, env, labels, on_stderr, fifos)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._remove(proxy_id)
+                    await self._remove_network(network)
+                raise
+        finally:
+            if fifos is not None:
+                fifos.discard()
 
     async def start_egress(
         self,
@@ -262,16 +335,16 @@ class DockerBackend:
             secrets=list(proxy_secrets),
         )
         try:
-            info, reader, writer = await self._launch(
-                proxy, hardened_host_config(self._api, proxy, network="bridge"), {}, {LABEL_ROLE: "egress-proxy"}
-            )
+            host_config = hardened_host_config(self._api, proxy, network="bridge")
+            labels = {LABEL_ROLE: "egress-proxy"}
+            info, channel = await self._launch(proxy, host_config, {}, labels, lambda _data: None)
             await self._run(self._api.connect_container_to_network, info.id, network)
             inspected = await self._run(self._api.inspect_container, info.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._remove_network(network)
             raise
-        self._egress_tasks[info.id] = asyncio.create_task(_read_decisions(reader, writer, spec.server, on_egress))
+        self._egress_tasks[info.id] = asyncio.create_task(_read_decisions(channel, spec.server, on_egress))
         return network, info.id, inspected["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     async def _remove(self, container_id: str, timeout_s: float = 0) -> None:
