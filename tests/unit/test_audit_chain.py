@@ -49,9 +49,12 @@ def test_the_hash_covers_the_records_canonical_json_as_it_always_has(tmp_path: P
     text must stay what it was, or chains written before would no longer verify."""
     log = AuditLog(tmp_path / "audit.db")
     details = [{}, {"args": {"b": "str:3", "a": ["int", {"z": 1, "y": None}]}}, {"kept": 'naïve ☃ "q" \n', "n": 1.5}]
+    # Text that json escapes (quotes, a control character, a tab, non-ASCII left as is) and floats of
+    # every shape json writes.
+    reasons = ['a,"detail":{} b', "tab\there, bell\x07, backslash \\", "ünïcode ☃ \u2028"]
     for i, detail in enumerate(details):
-        anchor = log.append(Record("tools/call", agent="ägent", reason="a,\"detail\":{} b", detail=detail,
-                                   duration_ms=0.1 * i))  # fmt: skip
+        anchor = log.append(Record("tools/call", agent="ägent", reason=reasons[i], detail=detail,
+                                   duration_ms=(0.1 * i, 1e-07, 12345678901234.5)[i]))  # fmt: skip
         stored = log.get(anchor.seq)
         assert stored is not None and stored.hash == anchor.hash
         payload = {

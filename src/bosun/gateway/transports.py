@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bosun.gateway.agents import OPERATOR, Directory, token_hash
+from bosun.gateway.coalesce import CoalescingHttpTools
 from bosun.gateway.core import Gateway
 from bosun.gateway.lane import Lane, StdioLane
 from bosun.gateway.stdio import pipe_stdio
@@ -213,7 +214,9 @@ async def serve_http(
     console_token: str | None = None,
 ) -> None:
     app = http_app(gateway, server, host, port, token, allowed_origins or [], console_token)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on", http=CoalescingHttpTools
+    )
     uv = _Uvicorn(config)
     state = gateway.home.gateway_file
     state.write_text(json.dumps({"url": f"http://{host}:{port}/mcp", "pid": os.getpid(), "id": gateway.id}))

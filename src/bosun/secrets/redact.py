@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,7 +81,7 @@ class Redactor:
                 return [walk(x) for x in v]
             return v
 
-        if not self._clean(json.dumps(value, ensure_ascii=False)):
+        if not self._clean(pydantic_core.to_json(value).decode()):
             value = walk(value)
         return value, hits
 
