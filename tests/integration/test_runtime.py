@@ -14,8 +14,8 @@ from _util import bosun_cmd, env_for, override_entry, sh
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
-from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION
 from bosun.runtime import fifo
+from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION
 from bosun.runtime.docker import DockerBackend
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def test_every_server_container_is_hardened(gateway: Gateway, docker_clien
     assert not any(gateway.home.stdio_dir.iterdir())  # the FIFOs' names go once both ends are open
 
 
-async def test_engine_attach_stream_still_serves_when_configured(home: Home, docker_client: docker.DockerClient) -> None:
+async def test_the_engine_attach_stream_serves_when_configured(home: Home, docker_client: docker.DockerClient) -> None:
     settings = Settings.load(home.config_file)
     settings.stdio = "attach"
     settings.save(home.config_file)

@@ -28,6 +28,7 @@ async def _running() -> str | None:
 async def test_a_server_wired_to_the_fifos_answers_and_their_names_are_gone(tmp_path: Path) -> None:
     fifos = fifo.ServerFifos(tmp_path / "stdio" / "server-1")
     assert oct(fifos.directory.stat().st_mode & 0o777) == "0o711"
+    assert oct(fifos.directory.parent.stat().st_mode & 0o777) == "0o700"  # other users cannot reach them
     server = _serve(fifos.directory, ["cat"])  # echoes each line back, like a server answering
     try:
         with anyio.fail_after(10):

@@ -45,10 +45,12 @@ class ServerFifos:
     bind-mounted read-only at ``MOUNT``), connected once it runs."""
 
     def __init__(self, directory: Path) -> None:
-        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        directory.mkdir(mode=0o711)
-        # The server runs as its own user. Open to all users, but only inside the home (0700), and
-        # only until both ends are open.
+        # The server runs as its own user, so its FIFOs are open to every user, and are reachable only
+        # through the container's mount: on this host the folder above them is the gateway user's alone
+        # (whatever the home's own mode), and they are there only until both ends are open.
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory.parent, 0o700)
+        directory.mkdir()
         os.chmod(directory, 0o711)
         self.directory = directory
         try:
