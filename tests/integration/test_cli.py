@@ -61,3 +61,6 @@ def test_doctor_reports_ok(home: Home) -> None:
     checks = {c["check"]: c for c in json.loads(r.stdout)}
     assert checks["engine"]["status"] == "ok"
     assert checks["server time"]["status"] == "ok"
+    # A hardened container echoed a line through its stdio FIFOs, and left nothing behind.
+    assert checks["server stdio"]["status"] == "ok" and "FIFOs" in checks["server stdio"]["detail"]
+    assert not any(home.stdio_dir.iterdir())

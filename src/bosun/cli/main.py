@@ -44,7 +44,7 @@ from bosun.files import write_atomic
 from bosun.gateway.agents import OPERATOR, Agents, Directory
 from bosun.home import Home
 from bosun.images.audit import DEFAULT_MIN_SCORE, audit
-from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, ensure_base_images, image_exists
+from bosun.images.base import BASE_DEBIAN, BASE_NODE, BASE_PYTHON, SERVER_UID, ensure_base_images, image_exists
 from bosun.images.build import build_entry, render_dockerfile, sign_adopted
 from bosun.images.dockerbuild import ImageBuildError
 from bosun.images.lock import Lock
@@ -166,6 +166,8 @@ def doctor(as_json: bool = JsonOpt) -> None:
             locked = lock.images.get(name)
             present = locked is not None and image_exists(client, locked.image_id)
             check(f"server {name}", present, locked.tag if locked else "not built", f"bosun catalog build {name}")
+        if image_exists(client, BASE_DEBIAN):
+            check("server stdio", *_stdio_check(home))
     check(
         "debootstrap",
         shutil.which("debootstrap") is not None,
@@ -183,6 +185,21 @@ def doctor(as_json: bool = JsonOpt) -> None:
     table(checks, ["check", "status", "detail", "fix"], as_json)
     if any(c["status"] == "missing" for c in checks):
         raise typer.Exit(1)
+
+
+def _stdio_check(home: Home) -> tuple[bool, str, str]:
+    """How the gateway will reach servers' stdio, proven with a probe container when that is FIFOs."""
+    from bosun.runtime.docker import DockerBackend
+
+    if Settings.load(home.config_file).stdio == "attach":
+        return True, "the engine's attach stream (stdio: attach)", ""
+    backend = DockerBackend()
+    if not backend.local:
+        return True, "the engine's attach stream (the engine is not on this host)", ""
+    why = anyio.run(backend.probe_fifos, BASE_DEBIAN, home.stdio_dir, f"{SERVER_UID}:{SERVER_UID}")
+    if why is None:
+        return True, "FIFOs (a probe container echoed through them)", ""
+    return False, f"FIFOs fail: {why}", "set `stdio: attach` in config.yaml"
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -218,8 +219,9 @@ class DockerBackend:
         self._client = client or docker.from_env(timeout=60)
         self._api: docker.APIClient = self._client.api
         self._egress_tasks: dict[str, asyncio.Task[None]] = {}
-        # A unix socket on Linux: the engine runs here and a bind-mounted FIFO is the same one on both sides.
-        self._local = sys.platform == "linux" and str(self._api.base_url).startswith("http+docker://")
+        # Whether the engine runs on this host (a unix socket on Linux), so that a bind-mounted FIFO is the
+        # same one on both sides; specs asking for FIFOs get the attach stream from an engine that does not.
+        self.local = sys.platform == "linux" and str(self._api.base_url).startswith("http+docker://")
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -281,7 +283,28 @@ class DockerBackend:
 
     def _fifos(self, spec: ContainerSpec) -> fifo.ServerFifos | None:
         """FIFOs for the spec's stdio when it asks for them and the engine shares this host's files."""
-        return fifo.ServerFifos(spec.stdio_dir / spec.name) if spec.stdio_dir and self._local else None
+        return fifo.ServerFifos(spec.stdio_dir / spec.name) if spec.stdio_dir and self.local else None
+
+    async def probe_fifos(self, image: str, stdio_dir: Path, user: str) -> str | None:
+        """Why a server's stdio cannot be FIFOs with this engine, or None once a hardened container of
+        ``image`` has echoed a line through them (``bosun doctor``)."""
+        name = f"bosun-probe-{os.urandom(4).hex()}"
+        spec = ContainerSpec(name, image, "probe", ["cat"], [], Limits(64, 0.5, 16), user, stdio_dir=stdio_dir)
+        try:
+            with anyio.fail_after(30):
+                info, channel = await self.start(spec, lambda _data: None)
+        except Exception as e:
+            return str(e)
+        try:
+            with anyio.fail_after(5):
+                await channel.send(b"bosun\n")
+                echoed = await channel.receive()
+            return None if echoed == b"bosun\n" else f"the probe container echoed {echoed!r}, not what was sent"
+        except (TimeoutError, anyio.EndOfStream):
+            return "the probe container did not echo a line through its FIFOs within 5 s"
+        finally:
+            await channel.aclose()
+            await self.stop(info.id, 0)
 
     async def start(
         self, spec: ContainerSpec, on_stderr: StderrSink, on_egress: EgressSink | None = None
