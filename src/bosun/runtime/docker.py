@@ -249,20 +249,24 @@ class DockerBackend:
             host_config=host_config,
         )
         cid = created["Id"]
+        channel: StdioChannel | None = None
         try:
             # Attach before start so not one byte of the server's first output is lost.
             params = {"stdin": int(attached), "stdout": int(attached), "stderr": 1, "stream": 1}
             raw = await self._run(self._api.attach_socket, cid, params=params)
             sock: socket.socket = getattr(raw, "_sock", raw)
             reader, writer = await asyncio.open_unix_connection(sock=sock)
-            attach = DockerStdio(reader, writer, on_stderr)
+            channel = attach = DockerStdio(reader, writer, on_stderr)
             await self._run(self._api.start, cid)
-            channel: StdioChannel = attach if fifos is None else await self._connect(cid, fifos, attach)
+            if fifos is not None:
+                channel = await self._connect(cid, fifos, attach)
             if spec.secrets:
                 await channel.send(secrets_preamble(spec.secrets))
             inspected = await self._run(self._api.inspect_container, cid)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                if channel is not None:
+                    await channel.aclose()
                 await self._remove(cid)
             raise
         return _info(inspected), channel
@@ -288,6 +292,8 @@ class DockerBackend:
     async def probe_fifos(self, image: str, stdio_dir: Path, user: str) -> str | None:
         """Why a server's stdio cannot be FIFOs with this engine, or None once a hardened container of
         ``image`` has echoed a line through them (``bosun doctor``)."""
+        if not self.local:
+            return "the engine is not on this host"
         name = f"bosun-probe-{os.urandom(4).hex()}"
         spec = ContainerSpec(name, image, "probe", ["cat"], [], Limits(64, 0.5, 16), user, stdio_dir=stdio_dir)
         try:
