@@ -1,10 +1,10 @@
 """uvicorn's httptools protocol, sending what a response writes in one event-loop turn as one write.
 
 uvicorn writes a response's head and its body separately, and the event loop sends each to the
-socket at once: two system calls, and two TCP segments, for every answer. Under load those sends
-were about a tenth of the gateway's busy time. Writes are held until the end of the current turn
-of the loop and then sent together, which costs no wait (the turn ends right after the handler
-yields) and halves the sends of a JSON answer.
+socket at once: two system calls, and two TCP segments, for every answer. In a py-spy profile
+under load, uvicorn's send (mostly those system calls) was a tenth of the gateway's samples.
+Writes are held for one turn of the loop and then sent together: a write waits only for the
+callbacks already queued, and a JSON answer takes one send instead of two.
 """
 
 from __future__ import annotations

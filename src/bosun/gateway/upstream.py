@@ -53,7 +53,7 @@ def _future() -> asyncio.Future[None]:
 @dataclass
 class _Waiting:
     # A bare future rather than an anyio Event, which looks up the running async library each time it
-    # is made: about 2% of a busy gateway's time. The gateway runs on asyncio (the backends need it).
+    # is made (1.4 us against 0.4 us here, per call). The gateway runs on asyncio (the backends need it).
     reply: asyncio.Future[None] = field(default_factory=_future)
     message: dict[str, Any] | None = None
     progress: ProgressFnT | None = None
