@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import time
@@ -114,6 +115,18 @@ async def test_server_that_prints_garbage_on_stdout_still_works(home: Home) -> N
     override_entry(home, "time", command=["sh", "-c", "echo this is not JSON-RPC; echo {broken; exec mcp-server-time"])
     async with Gateway(home, DockerBackend()) as gw:
         assert "UTC" in await _time_call(gw)
+
+
+async def test_server_stderr_reaches_the_gateway_log(home: Home, caplog: pytest.LogCaptureFixture) -> None:
+    override_entry(home, "time", command=["sh", "-c", "echo time server says hello >&2; exec mcp-server-time"])
+    caplog.set_level(logging.INFO, logger="bosun.server")
+    async with Gateway(home, DockerBackend()) as gw:
+        assert "UTC" in await _time_call(gw)  # stdout, through the FIFOs
+        with anyio.fail_after(10):
+            while not any(r.getMessage() == "time server says hello" for r in caplog.records):
+                await anyio.sleep(0.05)
+    said = next(r for r in caplog.records if r.getMessage() == "time server says hello")
+    assert said.name == "bosun.server" and said.server == "time"  # type: ignore[attr-defined]
 
 
 async def test_server_that_dies_at_start_is_an_error_and_others_keep_serving(home: Home) -> None:
