@@ -3,9 +3,9 @@
 Through the engine's attach stream every byte of a call crosses two more processes each way
 (gateway, dockerd, containerd-shim, server). A FIFO in a directory bind-mounted into the container
 is one kernel object on both sides, so the server's stdio reaches the gateway with nothing in
-between. Measured here with raw JSON-RPC on one ``everything`` container: an echo round trip's p50
-was 0.19-0.26 ms through attach and 0.07-0.08 ms through FIFOs, and 16 pipelined calls ran at
-15-19 thousand calls/s against 31-37 thousand.
+between. ``bench/server_stdio.py`` measures both through this backend, with raw JSON-RPC on one
+``everything`` container: here an echo round trip's p50 was 0.29-0.30 ms through the attach stream
+and 0.14-0.15 ms through FIFOs, and 16 pipelined calls ran at 19-21 thousand calls/s against 41 thousand.
 
 It needs the engine to share this host's filesystem (a local Linux engine) and ``/bin/sh`` in the
 image, to wire the FIFOs before the server starts. The FIFOs' names are removed as soon as both
