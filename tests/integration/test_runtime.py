@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import anyio
 import docker
@@ -15,8 +16,9 @@ from _util import bosun_cmd, env_for, override_entry, sh
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
+from bosun.images.lock import Lock
 from bosun.runtime import fifo
-from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION
+from bosun.runtime.backend import LABEL_GATEWAY, LABEL_MANAGED, LABEL_SERVER, LABEL_SESSION, ContainerSpec, Limits
 from bosun.runtime.docker import DockerBackend
 
 pytestmark = pytest.mark.anyio
@@ -127,6 +129,29 @@ async def test_server_stderr_reaches_the_gateway_log(home: Home, caplog: pytest.
                 await anyio.sleep(0.05)
     said = next(r for r in caplog.records if r.getMessage() == "time server says hello")
     assert said.name == "bosun.server" and said.server == "time"  # type: ignore[attr-defined]
+
+
+async def test_fifos_the_server_cannot_open_are_a_clear_error_and_its_words_are_logged(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = fifo.ServerFifos.__init__
+
+    def unreadable(self: fifo.ServerFifos, directory: Path) -> None:
+        made(self, directory)
+        for name in ("in", "out"):  # as an engine that maps users, or SELinux, might leave them
+            (directory / name).chmod(0o600)
+
+    monkeypatch.setattr(fifo.ServerFifos, "__init__", unreadable)
+    said: list[bytes] = []
+    image = Lock.load(home.lock_file).images["time"].image_id
+    limits = Limits(memory_mb=128, cpus=0.5, pids=32)
+    spec = ContainerSpec("bosun-test-refused", image, "time", ["mcp-server-time"], [], limits, "10001:10001",
+                         stdio_dir=home.stdio_dir)  # fmt: skip
+    with anyio.fail_after(30), pytest.raises(fifo.FifoError, match=r"stopped before it opened its stdio FIFOs"):
+        await DockerBackend().start(spec, said.append)
+    assert b"Permission denied" in b"".join(said)  # the shell's own words, on their way to the log
+    assert not (home.stdio_dir / "bosun-test-refused").exists()
+    assert "bosun-test-refused" not in [c.name for c in await DockerBackend().list({LABEL_SERVER: "time"})]
 
 
 async def test_server_that_dies_at_start_is_an_error_and_others_keep_serving(home: Home) -> None:

@@ -276,7 +276,13 @@ class DockerBackend:
             state = (await self.inspect(cid)).get("State") or {}
             return None if state.get("Running") else f"exit code {state.get('ExitCode')}"
 
-        stdout, stdin = await fifos.connect(stopped)
+        try:
+            stdout, stdin = await fifos.connect(stopped)
+        except fifo.FifoError:
+            # Whatever the shell said about the FIFOs (a refused open, say) goes to the log before the error.
+            with anyio.move_on_after(1):
+                await _pump_stderr(attach)
+            raise
         try:
             reader, writer, reading = await pipe_streams(stdout, stdin, _READ_CHUNK, owned=True)
         except BaseException:

@@ -75,8 +75,9 @@ class ServerFifos:
                     raise
             if (why := await stopped()) is not None:
                 raise FifoError(
-                    f"the container stopped before it opened its stdio FIFOs ({why}); if its logs say it could "
-                    "not open them (an engine in a VM, or SELinux), set `stdio: attach` in the config"
+                    f"the container stopped before it opened its stdio FIFOs ({why}); if its stderr in the "
+                    "gateway's log says it could not open them (an engine in a VM, SELinux), set `stdio: attach` "
+                    "in the config"
                 )
             if time.monotonic() > deadline:
                 raise FifoError(
