@@ -98,6 +98,28 @@ def test_rate_limit_per_agent_and_tool(engine: Engine) -> None:
     assert engine.decide("a", [], "fetch", "fetch", {}, now=62, record=False).effect == "allow"
 
 
+def test_the_rules_kept_per_caller_and_tool_decide_as_the_full_scan_does(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scopes are kept per (agent, groups, server, tool); explain mode scans every rule, kept scopes or not."""
+    monkeypatch.setattr("bosun.policy.engine.SCOPES_CAP", 3)  # so the kept scopes are also dropped and rebuilt
+    calls = [
+        ("ann", ["interns"], "filesystem", "write_file", {}),
+        ("ann", [], "filesystem", "write_file", {}),  # the same agent out of the group: another scope
+        ("ci-bot", [], "git", "git_commit", {}),
+        ("bob", [], "git", "git_commit", {}),
+        ("bob", [], "bank", "pay", {"amount": 5000, "to": {"account": "ATTACKER-1"}}),
+        ("bob", [], "bank", "pay", {"amount": 5000, "to": {"account": "SHOP-7"}}),
+    ]
+    for _ in range(2):
+        for agent, groups, server, tool, args in calls:
+            kept = engine.decide(agent, groups, server, tool, args)
+            full = engine.decide(agent, groups, server, tool, args, explain=True)
+            assert (kept.effect, kept.rules) == (full.effect, full.rules)
+            assert len(engine._scopes) <= 3
+    assert [engine.decide(*c).effect for c in calls] == ["deny", "allow", "deny", "allow", "deny", "ask"]
+
+
 def test_tools_never_allowed_are_known_without_arguments(engine: Engine) -> None:
     assert engine.never_allowed("ann", ["interns"], "filesystem", "write_file")
     assert not engine.never_allowed("bob", [], "filesystem", "read_text_file")  # depends on its arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import getpass
 import json
 import os
@@ -914,6 +915,14 @@ def ps(as_json: bool = JsonOpt) -> None:
 
 
 @gateway_app.command("run")
+def _freeze_startup_objects() -> None:
+    """Take what start-up built (the SDK's and pydantic's schemas, the catalog, ~130k objects) out of the
+    collector's full passes: they live as long as the process, and each full pass walked them all, about
+    70 ms with every call in flight waiting (measured under load)."""
+    gc.collect()
+    gc.freeze()
+
+
 def gateway_run(
     transport: Annotated[str, typer.Option(help="stdio (for one local client) or http (streamable HTTP).")] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP: address to bind.")] = "127.0.0.1",
@@ -991,6 +1000,7 @@ def gateway_run(
     async def main() -> None:
         async with Gateway(home, DockerBackend(), idle_timeout_s=idle_timeout, only=server_name) as gw:
             server = build_server(gw, local_agent)
+            _freeze_startup_objects()
             if transport == "stdio":
                 async with anyio.create_task_group() as tg:
                     if metrics_port is not None and token is not None:
