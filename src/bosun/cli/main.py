@@ -914,7 +914,6 @@ def ps(as_json: bool = JsonOpt) -> None:
 # -- gateway -----------------------------------------------------------------------------------
 
 
-@gateway_app.command("run")
 def _freeze_startup_objects() -> None:
     """Take what start-up built (the SDK's and pydantic's schemas, the catalog, ~130k objects) out of the
     collector's full passes: they live as long as the process, and each full pass walked them all, about
@@ -923,6 +922,7 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+@gateway_app.command("run")
 def gateway_run(
     transport: Annotated[str, typer.Option(help="stdio (for one local client) or http (streamable HTTP).")] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP: address to bind.")] = "127.0.0.1",
