@@ -42,11 +42,8 @@ MESSAGE = "the quarterly numbers look fine and the meeting moves to Thursday at 
 class NoAudit:
     """Stands in for the audit log in the configurations that leave it out."""
 
-    def append(self, record: Record) -> Anchor:
-        return Anchor(0, "")
-
-    def close(self) -> None:
-        pass
+    def append_all(self, records: list[Record]) -> list[Anchor]:
+        return [Anchor(0, "")] * len(records)
 
 
 def policy(rules: int, *, flow: bool, screening: bool) -> Engine:
@@ -68,7 +65,7 @@ def policy(rules: int, *, flow: bool, screening: bool) -> Engine:
 
 def configure(gw: Gateway, real_audit: Any, name: str, rules: int) -> None:
     layers = CONFIGS[name]
-    gw.audit = real_audit if "audit" in layers else NoAudit()  # type: ignore[assignment]
+    gw.committer.log = real_audit if "audit" in layers else NoAudit()
     gw.policy = policy(rules if "policy" in layers else 0, flow="flow" in layers, screening="screening" in layers)
     gw.redactor = Redactor({}, formats="redaction" in layers)
 
@@ -86,7 +83,7 @@ CONFIGS = {
 async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in CONFIGS}
     async with Gateway(home, DockerBackend()) as gw:
-        real_audit = gw.audit
+        real_audit = gw.committer.log
         for i in range(50):  # container started, routes and pins loaded
             await gw.call_tool("bench", TOOL, {"message": f"warm-up {i}"})
         for r in range(rounds):
@@ -98,7 +95,7 @@ async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[
                     result = await gw.call_tool(session, TOOL, {"message": f"{MESSAGE} {r}-{i}"})
                     samples[name].append((time.perf_counter() - t0) * 1000)
                     assert not result.is_error, result
-        gw.audit = real_audit
+        gw.committer.log = real_audit
     return samples
 
 

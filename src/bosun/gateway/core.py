@@ -6,6 +6,7 @@ backend sits below and knows nothing of MCP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -16,7 +17,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
+from bosun.audit.commit import Committer
 from bosun.audit.log import Anchor, AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
@@ -165,6 +167,7 @@ class Gateway:
         self.flows = Sessions()  # outlives policy reloads: what a session has seen stays seen
         self._policy_mtime = self._mtime(home.policy_file)
         self.audit = AuditLog(home.audit_db)
+        self.committer = Committer(self.audit)
         self._published_head: Anchor | None = None
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
@@ -198,6 +201,7 @@ class Gateway:
                 await self.backend.stop(c.id, timeout_s=0)
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(et, e, tb)
+        self.committer.flush()
         self._log_audit_head()
         self.audit.close()
 
@@ -539,7 +543,7 @@ class Gateway:
                     out.append(tool.model_copy(update={"name": public}))
             return out
 
-        with self.audited("tools/list", client) as note:
+        async with self.audited("tools/list", client) as note:
             tools = await self._each(client, tools_of)
             note["detail"] = {"count": len(tools)}
             return tools
@@ -572,8 +576,8 @@ class Gateway:
     def agent_of(self, client: str) -> str:
         return self._agents.get(client, "")
 
-    @contextlib.contextmanager
-    def audited(self, kind: str, client: str, **note: Any) -> Iterator[dict[str, Any]]:
+    @contextlib.asynccontextmanager
+    async def audited(self, kind: str, client: str, **note: Any) -> AsyncIterator[dict[str, Any]]:
         """Audit the request run inside: the body fills in server, tool, decision and detail as it
         learns them; the record is committed before the answer leaves, whatever the answer is."""
         started = time.perf_counter()
@@ -598,12 +602,17 @@ class Gateway:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 detail=note.get("detail", {}),
             )
-            stored = self.audit.append(record)
-            if (origin := note.get("origin")) is not None:
-                origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
+            committed = self.committer.submit(record)
             self.metrics.observe(kind, server, record.tool, record.decision, record.outcome,
                                  record.duration_ms / 1000, record.detail)  # fmt: skip
             traces.annotate(record.agent, server, record.tool, record.decision, record.outcome)
+            try:
+                stored = await committed
+            except asyncio.CancelledError:
+                self.committer.flush()  # the answer to a cancelled request does not leave before its record either
+                raise
+            if (origin := note.get("origin")) is not None:
+                origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
 
     async def call_tool(
         self,
@@ -616,7 +625,7 @@ class Gateway:
         """Decide, forward and screen one call, and audit it: decision, outcome and duration, and values only
         where the policy keeps them (redacted)."""
         server, _, tool = public.partition(names.SEPARATOR)
-        with self.audited("tools/call", client, server=server, tool=tool) as note:
+        async with self.audited("tools/call", client, server=server, tool=tool) as note:
             note["detail"] = {"args": shape(arguments or {})}
             agent = self.agent_of(client)
             policy = self.policy  # this call's view, even if the policy reloads while it runs
@@ -783,7 +792,7 @@ class Gateway:
     async def get_prompt(self, client: str, public: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
         """A server's prompt, redacted. Not screened: a prompt is instructions for the model by design."""
         server, _, name = public.partition(names.SEPARATOR)
-        with self.audited(
+        async with self.audited(
             "prompts/get", client, server=server, tool=name, detail={"args": shape(arguments or {})}
         ) as note:
             result, redacted = self.redactor.model(await self._get_prompt(client, public, arguments))
@@ -839,7 +848,7 @@ class Gateway:
 
     async def read_resource(self, client: str, uri: str) -> types.ReadResourceResult:
         """A resource, redacted, remembered by flow control like a tool's result, and screened."""
-        with self.audited("resources/read", client, server=self._resource_server(uri) or "") as note:
+        async with self.audited("resources/read", client, server=self._resource_server(uri) or "") as note:
             result, server = await self._read_resource(client, uri)
             note["server"] = server
             result, redacted = self.redactor.model(result)

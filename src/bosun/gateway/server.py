@@ -107,22 +107,22 @@ class AuditMiddleware:
         if ctx.request_id is None:
             return await call_next(ctx)
         if ctx.method == "initialize":
-            with self.gateway.audited("initialize", self.who(ctx), detail=_client_info(ctx.params)):
+            async with self.gateway.audited("initialize", self.who(ctx), detail=_client_info(ctx.params)):
                 return await call_next(ctx)
         try:
             return await call_next(ctx)
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(map(str, first["loc"])) or "params"
-            self._refused(ctx, f"invalid params ({e.error_count()} error(s)); first at {where}: {first['msg']}")
+            await self._refused(ctx, f"invalid params ({e.error_count()} error(s)); first at {where}: {first['msg']}")
             raise
         except MCPError as e:
             if ctx.method not in _HANDLERS_AUDIT:
-                self._refused(ctx, str(e))
+                await self._refused(ctx, str(e))
             raise
 
-    def _refused(self, ctx: Ctx, reason: str) -> None:
-        with self.gateway.audited(ctx.method[:100], self.who(ctx)) as note:
+    async def _refused(self, ctx: Ctx, reason: str) -> None:
+        async with self.gateway.audited(ctx.method[:100], self.who(ctx)) as note:
             note.update(decision="deny", outcome="refused", reason=reason[:500])
 
 
