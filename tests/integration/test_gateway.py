@@ -171,7 +171,19 @@ async def test_http_refuses_missing_or_wrong_token(http_gateway: HttpGateway) ->
 
 async def test_http_refuses_foreign_origin(http_gateway: HttpGateway) -> None:
     assert _rpc(http_gateway, INIT, {"Origin": "http://evil.test"}).status_code == 403
-    assert _rpc(http_gateway, INIT, {"Origin": http_gateway.base}).status_code == 200
+    opened = _rpc(http_gateway, INIT, {"Origin": http_gateway.base})
+    assert opened.status_code == 200
+    # A tool call on the session is served by the fast lane, which keeps the security check's verdicts:
+    # a header that failed the check fails it on every call, before and after calls that passed.
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+    assert _rpc(http_gateway, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), session).is_success
+    call = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                       "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}})  # fmt: skip
+    for _ in range(2):
+        assert _rpc(http_gateway, call, {**session, "Origin": http_gateway.base}).status_code == 200
+        assert _rpc(http_gateway, call, {**session, "Origin": "http://evil.test"}).status_code == 403
+        assert _rpc(http_gateway, call, {**session, "Host": "evil.test"}).status_code == 421
+        assert _rpc(http_gateway, call, {**session, "Content-Type": "text/plain"}).status_code == 400
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ log = logging.getLogger("bosun.gateway")
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 SESSION_IDLE_S = 1800.0  # as the SDK's default: a session with nothing in flight for this long is ended
+SECURE_CAP = 256  # distinct (Content-Type, Host, Origin) whose security verdict is kept
 MAX_BODY = 4 * 1024 * 1024  # a larger POST is not the hot path: the SDK takes it (and its own limit applies)
 _AGENT = b"x-bosun-agent"  # set by BearerAuth, which runs first
 STDIO_CLIENT = "local"  # the one client of a stdio gateway, as the gateway keys its sessions, flows and log levels
@@ -174,8 +175,9 @@ class LaneSession:
 
 
 def _headers(scope: Scope) -> dict[bytes, str]:
-    """The request's headers, read once per request (names arrive lowercased in ASGI)."""
-    return {key: value.decode("latin-1") for key, value in scope["headers"]}
+    """The request's headers, read once per request (names arrive lowercased in ASGI); of a repeated one,
+    the first, as Starlette's ``Headers.get`` (and so the SDK) reads it."""
+    return {key: value.decode("latin-1") for key, value in reversed(scope["headers"])}
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message], bool]:
@@ -224,6 +226,7 @@ class Lane:
         self.idle_s = idle_s
         self.sessions: dict[str, LaneSession] = {}
         self._security = TransportSecurityMiddleware(security)
+        self._secure: dict[tuple[str | None, ...], bool] = {}  # the security check's verdicts, by what it reads
         self._host = ""  # a Host header the SDK accepts, learned from traffic, for the DELETEs that end idle sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -274,7 +277,16 @@ class Lane:
     async def _fits(self, scope: Scope, headers: dict[bytes, str]) -> bool:
         """The checks the SDK's transport makes of a POST (Host, Origin, Content-Type, Accept, protocol
         version); a request failing any is left to the SDK, which refuses it in its own words."""
-        if await self._security.validate_request(Request(scope), is_post=True) is not None:
+        # The SDK's check reads only these three headers, so its verdict on them is kept rather than asked
+        # again (a Starlette Request and its headers parsed) on every call.
+        key = (headers.get(b"content-type"), headers.get(b"host"), headers.get(b"origin"))
+        secure = self._secure.get(key)
+        if secure is None:
+            if len(self._secure) >= SECURE_CAP:
+                self._secure.clear()
+            secure = await self._security.validate_request(Request(scope), is_post=True) is None
+            self._secure[key] = secure
+        if not secure:
             return False
         accept = headers.get(b"accept", "")
         version = headers.get(b"mcp-protocol-version", "")
