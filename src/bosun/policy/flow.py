@@ -110,7 +110,15 @@ class Origin:
 class _Result:
     origin: Origin
     text: str  # casefolded, capped
-    entities: frozenset[str]
+    _entities: frozenset[str] | None = None
+
+    @property
+    def entities(self) -> frozenset[str]:
+        """Found when first asked for: only a send's destinations are looked up in earlier results, and
+        most results are never looked in (the entity regexes were most of remembering a result)."""
+        if self._entities is None:
+            self._entities = frozenset(entities(self.text))
+        return self._entities
 
 
 @dataclass
@@ -132,15 +140,15 @@ class SessionFlow:
         return Origin(self.calls, tool, labels)
 
     def remember(self, origin: Origin, text: str) -> None:
-        text = text[:TEXT_CAP].casefold()
-        found = entities(text)
-        self.results.append(_Result(origin, text, frozenset(found)))
+        result = _Result(origin, text[:TEXT_CAP].casefold())
+        self.results.append(result)
+        text = result.text
         self.size += len(text)
         while self.size > SESSION_TEXT_CAP and len(self.results) > 1:
             self.size -= len(self.results.popleft().text)
         if PRIVATE in origin.labels:
             self.first_private = self.first_private or origin
-            for e in found:
+            for e in result.entities:
                 self.private_entities.setdefault(e, origin)
             for h, _ in _shingles(_WORD.findall(text)):
                 self.private_shingles[h] = origin
