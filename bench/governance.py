@@ -1,11 +1,17 @@
 """What governance adds to a warm tool call: audit, policy, redaction, screening and flow control,
 switched on one at a time in one gateway, against the same gateway with all of them off.
 
-The gateway runs in this process (no transport, so the figures are the layers' own cost) in front
-of the ``everything`` server's echo tool in its container. Each configuration gets the same calls,
-in interleaved rounds so that the machine's drift spreads over all of them.
+The gateway runs in this process in front of the ``everything`` server's echo tool in its container.
+Each configuration gets the same calls, in interleaved rounds so that the machine's drift spreads
+over all of them. Two ways to call it:
 
-    .venv/bin/python bench/governance.py [--calls 1000] [--rules 50]
+- in process (the default): ``Gateway.call_tool`` itself, no transport, so the figures are the
+  layers' own cost against the cheapest call there is;
+- ``--http``: the gateway also serves streamable HTTP, and the peers benchmark's raw JSON-RPC
+  client, in processes of its own, makes the calls: sequential ones for latency, then 16 clients
+  at once for throughput. This is what an agent sees.
+
+    .venv/bin/python bench/governance.py [--calls 1000] [--rules 50] [--http [--seconds 3]]
 
 Needs the engine and the base images; builds ``everything`` into a scratch home (cached layers).
 """
@@ -13,20 +19,28 @@ Needs the engine and the base images; builds ``everything`` into a scratch home 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import gc
 import logging
+import multiprocessing
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 from bosun.audit.log import Anchor, Record
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
+from bosun.gateway.server import build_server
+from bosun.gateway.transports import serve_http
 from bosun.home import Home
 from bosun.images.build import build_entry
 from bosun.policy.engine import Engine
@@ -34,6 +48,11 @@ from bosun.policy.rules import parse
 from bosun.runtime import engine
 from bosun.runtime.docker import DockerBackend
 from bosun.secrets.redact import Redactor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import peers  # the same raw JSON-RPC client as the peers benchmark
+from fixtures.processes import free_port
 
 TOOL = "everything__echo"
 MESSAGE = "the quarterly numbers look fine and the meeting moves to Thursday at ten"
@@ -99,28 +118,88 @@ async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[
     return samples
 
 
+def _sequential(args: tuple[str, dict[str, str], int]) -> list[float]:
+    """Sequential calls from a process of their own, so the client does not share the gateway's GIL."""
+    url, headers, calls = args
+    return asyncio.run(peers.http_sequential(url, headers, TOOL, calls))
+
+
+async def measure_http(home: Home, calls: int, rules: int, seconds: float, rounds: int = 3
+                       ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
+    """Latency samples and calls/s at 16 clients, per configuration, over streamable HTTP."""
+    latency: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    port, token = free_port(), home.gateway_token()[0]
+    url, headers = f"http://127.0.0.1:{port}/mcp", {"Authorization": f"Bearer {token}"}
+    async with Gateway(home, DockerBackend()) as gw, anyio.create_task_group() as tg:
+        tg.start_soon(serve_http, gw, build_server(gw), "127.0.0.1", port, token)
+        real_audit = gw.committer.log
+        with multiprocessing.get_context("spawn").Pool(1) as client:
+            await anyio.to_thread.run_sync(_wait_up, f"http://127.0.0.1:{port}/healthz")
+            await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, 1.0)  # warm
+            gc.collect()
+            gc.freeze()  # as `bosun gateway run` does once started
+            for r in range(rounds):
+                for name in CONFIGS:
+                    configure(gw, real_audit, name, rules)
+                    print(f"round {r + 1}/{rounds}: {name} ...", flush=True)
+                    latency[name] += await anyio.to_thread.run_sync(client.apply, _sequential,
+                                                                    ((url, headers, calls // rounds),))  # fmt: skip
+                    rates[name].append(
+                        await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, seconds)
+                    )
+        gw.committer.log = real_audit
+        tg.cancel_scope.cancel()
+    return latency, rates
+
+
+def _wait_up(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not answer {url} within {timeout_s:g}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1000, help="calls per configuration")
     parser.add_argument("--rules", type=int, default=50, help="policy rules when policy is on")
+    parser.add_argument("--http", action="store_true", help="call over streamable HTTP from other processes")
+    parser.add_argument("--seconds", type=float, default=3.0, help="--http: seconds of 16 clients per round")
     args = parser.parse_args()
     logging.getLogger("bosun").setLevel(logging.ERROR)
+    logging.getLogger("uvicorn").setLevel(logging.CRITICAL)  # its lifespan reports the cancellation that ends it
     home = Home(Path(tempfile.mkdtemp(prefix="bosun-governance-"))).ensure()
+    rates: dict[str, list[float]] = {}
     try:
         print("building everything into a scratch home (layers cached after the first run) ...", flush=True)
         build_entry(engine.client(), load_catalog().get("everything"), home, lambda _m: None)
         Settings.model_validate({"servers": {"everything": {}}}).save(home.config_file)
-        samples = anyio.run(measure, home, args.calls, args.rules)
+        if args.http:
+            samples, rates = anyio.run(measure_http, home, args.calls, args.rules, args.seconds,
+                                       backend_options={"use_uvloop": True})  # fmt: skip
+        else:
+            samples = anyio.run(measure, home, args.calls, args.rules)
     finally:
         shutil.rmtree(home.root, ignore_errors=True)
 
+    where = "over streamable HTTP" if args.http else "in process"
     base = statistics.median(samples["all off"])
-    print(f"\nwarm echo call in process, {args.calls} calls per configuration, {args.rules} policy rules, ms\n")
-    print(f"{'configuration':26} {'p50':>8} {'p99':>8} {'added p50':>10} {'added %':>8}")
+    print(f"\nwarm echo call {where}, {args.calls} calls per configuration, {args.rules} policy rules, ms\n")
+    head = f"{'configuration':26} {'p50':>8} {'p99':>8} {'added p50':>10} {'added %':>8}"
+    print(head + (f" {'16 clients/s':>13} {'change':>8}" if rates else ""))
+    base_rate = statistics.median(rates["all off"]) if rates else 0.0
     for name, values in samples.items():
         p50 = statistics.median(values)
         p99 = sorted(values)[int(len(values) * 0.99)]
-        print(f"{name:26} {p50:8.3f} {p99:8.3f} {p50 - base:+10.3f} {(p50 - base) / base:+8.1%}")
+        row = f"{name:26} {p50:8.3f} {p99:8.3f} {p50 - base:+10.3f} {(p50 - base) / base:+8.1%}"
+        if rates:
+            rate = statistics.median(rates[name])
+            row += f" {rate:13.0f} {(rate - base_rate) / base_rate:+8.1%}"
+        print(row)
 
 
 if __name__ == "__main__":
