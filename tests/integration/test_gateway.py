@@ -276,6 +276,41 @@ async def test_server_requests_and_progress_reach_the_calling_client(home: Home,
         assert progress == [1, 2, 3]
 
 
+async def test_a_cancelled_lane_call_is_answered_as_cancelled_and_the_session_serves_on(home: Home) -> None:
+    """Raw HTTP, so the answer to the cancelled call itself is seen (an SDK client stops listening for it)."""
+    s = Settings.load(home.config_file)
+    s.servers["everything"] = s.servers["time"].model_copy()
+    s.save(home.config_file)
+    with start_http_gateway(home) as gw:
+        opened = _rpc(gw, INIT)
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+        _rpc(gw, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), session)
+
+        def call(request_id: int, name: str, arguments: dict[str, Any]) -> str:
+            return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                               "params": {"name": name, "arguments": arguments}})  # fmt: skip
+
+        assert "warm" in _rpc(gw, call(1, "everything__echo", {"message": "warm"}), session).text
+        long = call(2, "everything__trigger-long-running-operation", {"duration": 30, "steps": 30})
+        async with anyio.create_task_group() as tg:
+            answers: list[httpx.Response] = []
+
+            async def slow() -> None:
+                answers.append(await anyio.to_thread.run_sync(_rpc, gw, long, session))
+
+            tg.start_soon(slow)
+            await anyio.sleep(1.5)
+            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}
+            assert _rpc(gw, json.dumps(cancel), session).status_code == 202
+            with anyio.fail_after(5):
+                while not answers:
+                    await anyio.sleep(0.05)
+        assert "request cancelled" in answers[0].text
+        with anyio.fail_after(5):
+            after = await anyio.to_thread.run_sync(_rpc, gw, call(3, "everything__echo", {"message": "after"}), session)
+        assert "Echo: after" in after.text
+
+
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_cancelled_call_does_not_hold_up_the_next_one(home: Home, transport: str) -> None:
     s = Settings.load(home.config_file)

@@ -25,6 +25,7 @@ connection's one handshake-era session; a result is a line on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -111,6 +112,28 @@ class _Lines:
     finish = event
 
 
+class _Cancellable:
+    """A lane call's task, which the client's ``notifications/cancelled`` cancels.
+
+    Cancelled the asyncio way, once, rather than through an anyio cancel scope around every call:
+    the scope's set-up and tear-down (its task state looked up and registered each time) cost about
+    7 us a call, measured as the HTTP lane's throughput with the gateway's own work stubbed out
+    (14187 -> 15769 calls/s at 16 clients), for a cancellation that seldom comes."""
+
+    __slots__ = ("requested", "task")
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a lane call runs in a task"
+        self.task = task
+        self.requested = False
+
+    def cancel(self) -> None:
+        if not self.requested:
+            self.requested = True
+            self.task.cancel()
+
+
 @dataclass
 class LaneSession:
     """The client behind one HTTP session or stdio connection, as the gateway's relay sees it while serving
@@ -119,7 +142,7 @@ class LaneSession:
     session_id: str
     capabilities: types.ClientCapabilities
     replies: dict[types.RequestId, Reply] = field(default_factory=dict)
-    calls: dict[types.RequestId, anyio.CancelScope] = field(default_factory=dict)
+    calls: dict[types.RequestId, _Cancellable] = field(default_factory=dict)
     asked: dict[str, tuple[anyio.Event, list[dict[str, Any]]]] = field(default_factory=dict)
     in_flight: int = 0
     last_active: float = field(default_factory=time.monotonic)
@@ -457,8 +480,8 @@ async def serve_call(
     progress = _progress(reply, token) if token is not None else None
     downstream = Downstream(session, request_id, log_level=gateway.log_levels.get(client))
     outcome: dict[str, Any]
-    with anyio.CancelScope() as cancel:
-        session.calls[request_id] = cancel
+    call = session.calls[request_id] = _Cancellable()
+    try:
         try:
             with traces.inbound("tools/call", params.name, request_id, meta):
                 public = naming.public(params.name)
@@ -470,9 +493,16 @@ async def serve_call(
         except Exception as e:
             log.exception("tools/call %s failed", params.name)
             outcome = _error(request_id, types.ErrorData(code=types.INTERNAL_ERROR, message=str(e)[:500]))
-    if cancel.cancelled_caught:
+    except asyncio.CancelledError:
+        if not call.requested:
+            raise  # not the client's doing: its connection or the gateway is going away
         outcome = _error(request_id, types.ErrorData(code=types.INVALID_REQUEST, message="request cancelled"))
-    session.calls.pop(request_id, None)
+    finally:
+        # Before any await: once answered, the call can no longer be cancelled, and its task carries no
+        # cancellation of ours into whatever it does next.
+        session.calls.pop(request_id, None)
+        if call.requested:
+            call.task.uncancel()
     session.replies.pop(request_id, None)
     await reply.finish(outcome)
 
