@@ -103,8 +103,12 @@ class BearerAuth:
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != AGENT_HEADER] + [(AGENT_HEADER, agent.encode())]
 
+        if session is not None:
+            await self.app(scope, receive, send)
+            return
+
         async def bind(message: Any) -> None:
-            if message["type"] == "http.response.start" and session is None:
+            if message["type"] == "http.response.start":
                 for k, v in message.get("headers", []):
                     if k.lower() == b"mcp-session-id":
                         self._sessions.setdefault(v, agent)
@@ -214,9 +218,9 @@ async def serve_http(
     console_token: str | None = None,
 ) -> None:
     app = http_app(gateway, server, host, port, token, allowed_origins or [], console_token)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on", http=CoalescingHttpTools
-    )
+    # No proxy headers: nothing here reads a client's address, and uvicorn's middleware for them ran on every request.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                            http=CoalescingHttpTools, proxy_headers=False)  # fmt: skip
     uv = _Uvicorn(config)
     state = gateway.home.gateway_file
     state.write_text(json.dumps({"url": f"http://{host}:{port}/mcp", "pid": os.getpid(), "id": gateway.id}))
