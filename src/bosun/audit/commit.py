@@ -2,9 +2,10 @@
 
 A request's record is still committed before its answer leaves: its handler awaits the commit. What
 changes is that the records of every request finishing in the same turn of the event loop share one
-transaction, whose fixed cost (the write lock, the chain's head, the WAL write) is most of a lone
-record's: about 20 us a record committed alone against 9 in fours and 6 in sixteens (SQLite WAL, this
-machine). A lone request waits one loop turn more than it would for its own commit.
+transaction, whose fixed cost (the write lock, the chain's head, the WAL write) is half a lone
+record's: 27.8 us a record committed alone against 15 in fours or sixteens (``bench/audit_append.py``
+on this machine; the rest is each record's own hashing and serialising). A lone request waits one
+loop turn more than it would for its own commit.
 """
 
 from __future__ import annotations
