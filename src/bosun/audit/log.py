@@ -150,7 +150,7 @@ class AuditLog:
     def append_all(self, records: Sequence[Record]) -> list[Anchor]:
         """Commit records at the head of the chain, in order, in one transaction; returns their places and
         hashes. The transaction's fixed cost (taking the write lock, reading the head, writing the WAL) is
-        most of a lone record's, so records that are ready together are cheaper committed together."""
+        about half a lone record's, so records that are ready together are cheaper committed together."""
         # Everything that does not need the chain's head is done before taking the write lock, which
         # every gateway on this home waits for.
         now = datetime.now(UTC).isoformat(timespec="microseconds")

@@ -142,7 +142,7 @@ class FifoStdio:
         self._out: list[bytes] = []
 
     async def send(self, data: bytes) -> None:
-        # What is sent in one turn of the event loop leaves in one write at the end of it: under load,
+        # What is sent in one turn of the event loop leaves in one write, early in the next: under load,
         # the requests of many calls then cost one system call and wake the server once.
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
