@@ -137,7 +137,6 @@ async def measure_http(home: Home, calls: int, rules: int, seconds: float, round
         with multiprocessing.get_context("spawn").Pool(1) as client:
             await anyio.to_thread.run_sync(_wait_up, f"http://127.0.0.1:{port}/healthz")
             await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, 1.0)  # warm
-            gc.collect()
             gc.freeze()  # as `bosun gateway run` does once started
             for r in range(rounds):
                 for name in CONFIGS:
