@@ -7,38 +7,71 @@ reviewer sees what triggered it instead of a bare verdict.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import mcp.types as types
 
+
+class Rule(NamedTuple):
+    """A pattern that flags text, with the lower-case words of which every match, lower-cased, holds at
+    least one. A substring test of an ASCII text for a rule's words is much cheaper than the rule's
+    regex (most rules ignore case, and a case-blind scan has no literal to search for), and a text
+    without them cannot match. ``None``: no such words, the regex always runs."""
+
+    name: str
+    pattern: re.Pattern[str]
+    words: tuple[str, ...] | None = None
+
+
+def matches(rules: Iterable[Rule], text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
+    """Every match of every rule in ``text``, rule by rule."""
+    # Only ASCII text is pre-filtered: a case-blind regex also matches some other letters with ASCII
+    # ones (dotless i, long s), which lower() does not turn into the ASCII letter.
+    low = text.lower() if text.isascii() else None
+    for rule in rules:
+        if low is not None and rule.words is not None and not any(map(low.__contains__, rule.words)):
+            continue
+        for m in rule.pattern.finditer(text):
+            yield rule, m
+
+
 # Text addressed to the model rather than the user: shared with the screening of tool results.
-INSTRUCTION_RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("hidden instructions", re.compile(r"<\s*/?\s*(important|system|instructions?|secret)\s*>", re.IGNORECASE)),
-    (
+INSTRUCTION_RULES: list[Rule] = [
+    Rule(
+        "hidden instructions",
+        re.compile(r"<\s*/?\s*(important|system|instructions?|secret)\s*>", re.IGNORECASE),
+        ("important", "system", "instruction", "secret"),
+    ),
+    Rule(
         "hidden instructions",
         re.compile(
             r"\b(ignore|disregard|forget)\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier)\s+"
             r"(instructions|rules|messages)",
             re.IGNORECASE,
         ),
+        ("ignore", "disregard", "forget"),
     ),
-    (
+    Rule(
         "hidden instructions",
         re.compile(r"\bdo\s+not\s+(tell|mention|inform|reveal\s+to|show)\s+(this\s+to\s+)?the\s+user", re.IGNORECASE),
+        ("user",),
     ),
-    (
+    # Every character it names is outside ASCII.
+    Rule(
         "invisible or bidi characters",
         re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]+"),
+        (),
     ),
 ]
-_RULES: list[tuple[str, re.Pattern[str]]] = [
+_RULES: list[Rule] = [
     *INSTRUCTION_RULES,
-    ("exfiltration URL", re.compile(r"\bhttps?://[^\s)\"'>]+", re.IGNORECASE)),
-    (
+    Rule("exfiltration URL", re.compile(r"\bhttps?://[^\s)\"'>]+", re.IGNORECASE), ("http",)),
+    Rule(
         "sensitive files",
         re.compile(r"(~|\$HOME)/\.(ssh|aws|config|netrc|npmrc|docker)\b|\bid_(rsa|ed25519)\b|\.env\b"),
+        ("/.", "id_", ".env"),
     ),
 ]
 
@@ -85,8 +118,7 @@ def scan(tool: types.Tool, other_servers: set[str]) -> list[Finding]:
     )
     found = []
     for where, text in _texts(tool):
-        rules = [*_RULES, ("shadowing another server", shadowing)] if shadowing else _RULES
-        for rule, pattern in rules:
-            for m in pattern.finditer(text):
-                found.append(Finding(tool.name, where, rule, m.group(0).encode("unicode_escape").decode(), m.start()))
+        rules = [*_RULES, Rule("shadowing another server", shadowing)] if shadowing else _RULES
+        for rule, m in matches(rules, text):
+            found.append(Finding(tool.name, where, rule.name, m.group(0).encode("unicode_escape").decode(), m.start()))
     return found

@@ -19,23 +19,32 @@ from dataclasses import dataclass
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
-from bosun.catalog.poisoning import INSTRUCTION_RULES
+from bosun.catalog.poisoning import INSTRUCTION_RULES, Rule, matches
 from bosun.policy.rules import PolicyError, Screening
 from bosun.policy.texts import map_texts
 
 log = logging.getLogger("bosun.policy")
 
-_RESULT_RULES: list[tuple[str, re.Pattern[str]]] = [
+_RESULT_RULES: list[Rule] = [
     *INSTRUCTION_RULES,
-    ("role marker", re.compile(r"(?im)^\s*(system|assistant)\s*:|<\|im_start\|>|\[/?INST\]|<\|(system|assistant)\|>")),
-    ("new instructions", re.compile(r"(?i)\b(new|updated|real|actual)\s+(instructions|task|orders)\s*:")),
-    ("role override", re.compile(r"(?i)\byou\s+are\s+now\b|\bfrom\s+now\s+on,?\s+you\b")),
-    (
+    Rule(
+        "role marker",
+        re.compile(r"(?im)^\s*(system|assistant)\s*:|<\|im_start\|>|\[/?INST\]|<\|(system|assistant)\|>"),
+        ("system", "assistant", "<|", "inst]"),
+    ),
+    Rule(
+        "new instructions",
+        re.compile(r"(?i)\b(new|updated|real|actual)\s+(instructions|task|orders)\s*:"),
+        ("instructions", "task", "orders"),
+    ),
+    Rule("role override", re.compile(r"(?i)\byou\s+are\s+now\b|\bfrom\s+now\s+on,?\s+you\b"), ("now",)),
+    Rule(
         "request to send data",
         re.compile(
             r"(?i)\b(send|forward|e-?mail|post|upload|transfer|wire|pay|leak)\b[^.\n]{0,80}?\bto\b\s*"
             r"([\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s\"'<>]+|[A-Z]{2}\d{2}[ A-Z0-9]{10,})"
         ),
+        ("send", "forward", "mail", "post", "upload", "transfer", "wire", "pay", "leak"),
     ),
 ]
 SPAN_CAP = 80  # characters of a matched span kept in logs, notices and the audit
@@ -68,14 +77,13 @@ class Screener:
 
     def __init__(self, screening: Screening) -> None:
         self.screening = screening
-        self._rules = [*_RESULT_RULES, *((p.id, re.compile(p.regex)) for p in screening.patterns)]
+        self._rules = [*_RESULT_RULES, *(Rule(p.id, re.compile(p.regex)) for p in screening.patterns)]
         self._classifier = _load_classifier(screening.classifier) if screening.classifier else None
 
     def scan(self, text: str) -> list[Finding]:
         found = [
-            Finding(rule, m.group(0)[:SPAN_CAP].encode("unicode_escape").decode())
-            for rule, pattern in self._rules
-            for m in pattern.finditer(text)
+            Finding(rule.name, m.group(0)[:SPAN_CAP].encode("unicode_escape").decode())
+            for rule, m in matches(self._rules, text)
         ]
         if self._classifier is not None:
             try:
