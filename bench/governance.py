@@ -9,7 +9,8 @@ over all of them. Two ways to call it:
   layers' own cost against the cheapest call there is;
 - ``--http``: the gateway also serves streamable HTTP, and the peers benchmark's raw JSON-RPC
   client, in processes of its own, makes the calls: sequential ones for latency, then 16 clients
-  at once for throughput. This is what an agent sees.
+  at once for throughput, during which the gateway's CPU time a call is measured too (the figure
+  least moved by the rest of the machine). This is what an agent sees.
 
     .venv/bin/python bench/governance.py [--calls 1000] [--rules 50] [--http [--seconds 3]]
 
@@ -125,10 +126,12 @@ def _sequential(args: tuple[str, dict[str, str], int]) -> list[float]:
 
 
 async def measure_http(home: Home, calls: int, rules: int, seconds: float, rounds: int = 3
-                       ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
-    """Latency samples and calls/s at 16 clients, per configuration, over streamable HTTP."""
+                       ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
+    """Latency samples, calls/s at 16 clients and the gateway's CPU a call (us) meanwhile, per configuration,
+    over streamable HTTP."""
     latency: dict[str, list[float]] = {name: [] for name in CONFIGS}
     rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    cpu: dict[str, list[float]] = {name: [] for name in CONFIGS}
     port, token = free_port(), home.gateway_token()[0]
     url, headers = f"http://127.0.0.1:{port}/mcp", {"Authorization": f"Bearer {token}"}
     async with Gateway(home, DockerBackend()) as gw, anyio.create_task_group() as tg:
@@ -136,7 +139,7 @@ async def measure_http(home: Home, calls: int, rules: int, seconds: float, round
         real_audit = gw.committer.log
         with multiprocessing.get_context("spawn").Pool(1) as client:
             await anyio.to_thread.run_sync(_wait_up, f"http://127.0.0.1:{port}/healthz")
-            await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, 1.0)  # warm
+            await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, 1.0, None)  # warm
             gc.freeze()  # as `bosun gateway run` does once started
             for r in range(rounds):
                 for name in CONFIGS:
@@ -144,12 +147,16 @@ async def measure_http(home: Home, calls: int, rules: int, seconds: float, round
                     print(f"round {r + 1}/{rounds}: {name} ...", flush=True)
                     latency[name] += await anyio.to_thread.run_sync(client.apply, _sequential,
                                                                     ((url, headers, calls // rounds),))  # fmt: skip
-                    rates[name].append(
-                        await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, seconds)
-                    )
+                    # The gateway is this process: its CPU time, from before the clients open their sessions
+                    # to after they close them (16 sessions against thousands of calls).
+                    used = time.process_time()
+                    rate, _ = await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, seconds,
+                                                             None)  # fmt: skip
+                    rates[name].append(rate)
+                    cpu[name].append((time.process_time() - used) / (rate * seconds) * 1e6)
         gw.committer.log = real_audit
         tg.cancel_scope.cancel()
-    return latency, rates
+    return latency, rates, cpu
 
 
 def _wait_up(url: str, timeout_s: float = 30) -> None:
@@ -173,12 +180,13 @@ def main() -> None:
     logging.getLogger("uvicorn").setLevel(logging.CRITICAL)  # its lifespan reports the cancellation that ends it
     home = Home(Path(tempfile.mkdtemp(prefix="bosun-governance-"))).ensure()
     rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     try:
         print("building everything into a scratch home (layers cached after the first run) ...", flush=True)
         build_entry(engine.client(), load_catalog().get("everything"), home, lambda _m: None)
         Settings.model_validate({"servers": {"everything": {}}}).save(home.config_file)
         if args.http:
-            samples, rates = anyio.run(measure_http, home, args.calls, args.rules, args.seconds,
+            samples, rates, cpu = anyio.run(measure_http, home, args.calls, args.rules, args.seconds,
                                        backend_options={"use_uvloop": True})  # fmt: skip
         else:
             samples = anyio.run(measure, home, args.calls, args.rules)
@@ -189,15 +197,17 @@ def main() -> None:
     base = statistics.median(samples["all off"])
     print(f"\nwarm echo call {where}, {args.calls} calls per configuration, {args.rules} policy rules, ms\n")
     head = f"{'configuration':26} {'p50':>8} {'p99':>8} {'added p50':>10} {'added %':>8}"
-    print(head + (f" {'16 clients/s':>13} {'change':>8}" if rates else ""))
+    print(head + (f" {'16 clients/s':>13} {'change':>8} {'cpu us/call':>12} {'added':>8}" if rates else ""))
     base_rate = statistics.median(rates["all off"]) if rates else 0.0
+    base_cpu = statistics.median(cpu["all off"]) if cpu else 0.0
     for name, values in samples.items():
         p50 = statistics.median(values)
         p99 = sorted(values)[int(len(values) * 0.99)]
         row = f"{name:26} {p50:8.3f} {p99:8.3f} {p50 - base:+10.3f} {(p50 - base) / base:+8.1%}"
         if rates:
-            rate = statistics.median(rates[name])
+            rate, used = statistics.median(rates[name]), statistics.median(cpu[name])
             row += f" {rate:13.0f} {(rate - base_rate) / base_rate:+8.1%}"
+            row += f" {used:12.0f} {(used - base_cpu) / base_cpu:+8.1%}"
         print(row)
 
 

@@ -12,7 +12,11 @@ The echo server is the `everything` image; every path runs it with the same hard
 Figures: p50/p99 of sequential calls; calls/s with 16 and 64 concurrent clients (each its own MCP
 session over HTTP, or requests in flight on the one stdio connection); the load generator's own
 ceiling (the same generator against a canned reply); Bosun's cold first call (gateway up, container
-not yet started); the idle server container's memory and the gateway's RSS.
+not yet started); the idle server container's memory and the gateway's RSS. With 16 clients, the CPU
+time each call took: in the path's own processes (the gateway and its children, such as the `docker
+run -i` a peer starts; the generator's canned server; the direct path's `docker` CLI), and on the
+whole machine (every process, the generator and the echo server included). The machine's CPU is
+what the calls/s share: on two cores, a path that takes less CPU per call leaves more for the rest.
 
 The generator is raw JSON-RPC (hand-written HTTP/1.1 on asyncio streams, asyncio pipes) in several
 processes, not the SDK client, whose own cost (measured here too) would hide the gateways'. Every
@@ -35,8 +39,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,6 +249,8 @@ async def calls_in(requests: list[Request], tool: str, seconds: float) -> int:
 async def _http_worker(url: str, headers: dict[str, str], tool: str, sessions: int, seconds: float) -> int:
     peers = [await Http.start(url, headers) for _ in range(sessions)]
     try:
+        # Blocking the loop is harmless here: the sessions are idle until every process is ready.
+        _window.wait(timeout=WINDOW_WAIT_S)
         return await calls_in([p.request for p in peers], tool, seconds)
     finally:
         for peer in peers:
@@ -253,18 +261,42 @@ def _http_process(args: tuple[str, dict[str, str], str, int, float]) -> int:
     return asyncio.run(_http_worker(*args))
 
 
-def http_throughput(url: str, headers: dict[str, str], tool: str, clients: int, seconds: float) -> float:
-    """Calls/s with ``clients`` concurrent sessions spread over a few processes."""
+WINDOW_WAIT_S = 120  # for every client process to start, import this module and open its sessions
+_window: Any = None  # a client process's share of the barrier that opens the timed window
+
+
+def _join_window(window: Any) -> None:
+    global _window
+    _window = window
+
+
+def http_throughput(url: str, headers: dict[str, str], tool: str, clients: int, seconds: float,
+                    roots: list[int] | None = None) -> tuple[float, list[float]]:  # fmt: skip
+    """Calls/s with ``clients`` concurrent sessions spread over a few processes, and the CPU seconds used
+    meanwhile (``cpu_seconds`` of ``roots``). The processes start calling together once every one has its
+    sessions open, so that neither figure counts their start-up."""
     processes = min(4, clients)
     share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        counts = pool.map(_http_process, [(url, headers, tool, n, seconds) for n in share])
-    return sum(counts) / seconds
+    spawn = multiprocessing.get_context("spawn")
+    window = spawn.Barrier(processes + 1)
+    with spawn.Pool(processes, initializer=_join_window, initargs=(window,)) as pool:
+        counts = pool.map_async(_http_process, [(url, headers, tool, n, seconds) for n in share])
+        try:
+            window.wait(timeout=WINDOW_WAIT_S)
+        except threading.BrokenBarrierError:
+            counts.get(timeout=5)  # a client process's own error, when one failed before the window
+            raise
+        with cpu_seconds(roots or []) as cpu:
+            time.sleep(seconds)
+        return sum(counts.get()) / seconds, cpu
 
 
-async def stdio_throughput(peer: Stdio, tool: str, clients: int, seconds: float) -> float:
-    """Calls/s with ``clients`` requests in flight on the one connection."""
-    return await calls_in([peer.request] * clients, tool, seconds) / seconds
+async def stdio_throughput(peer: Stdio, tool: str, clients: int, seconds: float) -> tuple[float, list[float]]:
+    """Calls/s with ``clients`` requests in flight on the one connection, and the CPU seconds used meanwhile
+    (``cpu_seconds`` of the peer's process)."""
+    with cpu_seconds([peer.proc.pid]) as cpu:
+        done = await calls_in([peer.request] * clients, tool, seconds)
+    return done / seconds, cpu
 
 
 # -- things under test ---------------------------------------------------------------------------
@@ -285,6 +317,40 @@ def container_mb(label: str) -> float:
                          capture_output=True, text=True).stdout.split("/")[0].strip()  # fmt: skip
     number, unit = float(raw.rstrip("KMGiB")), raw.lstrip("0123456789.")
     return number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(unit, 1)
+
+
+def _ticks(roots: list[int]) -> int:
+    """CPU clock ticks used so far by ``roots`` and their live descendants (and the children they reaped)."""
+    parents: dict[int, int] = {}
+    used: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+                used[int(entry.name)] = sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime
+    tree, grew = set(roots), True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(used.get(pid, 0) for pid in tree)
+
+
+def _machine_ticks() -> int:
+    """Busy CPU clock ticks of the whole machine so far (everything but idle and I/O wait)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4]
+
+
+@contextlib.contextmanager
+def cpu_seconds(roots: list[int]) -> Iterator[list[float]]:
+    """CPU seconds the block used: ``[by roots and their descendants, by the machine]``, filled in on exit."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out: list[float] = []
+    own, machine = _ticks(roots), _machine_ticks()
+    yield out
+    out += [(_ticks(roots) - own) / hz, (_machine_ticks() - machine) / hz]
 
 
 async def canned_server(port: int) -> None:
@@ -324,7 +390,9 @@ def install_contextforge() -> Path:
 
 
 @contextlib.contextmanager
-def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, subprocess.Popen[bytes]]]:
+def contextforge(
+    direct: list[str],
+) -> Iterator[tuple[str, dict[str, str], str, subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
     """ContextForge in front of the same container: its stdio bridge, the gateway (stateful sessions, no rate
     limit, which would answer 429 under load), the bridge registered and exposed as a virtual server."""
     bin_dir = install_contextforge()
@@ -344,8 +412,8 @@ def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, 
         bridge_argv = [str(bin_dir / "python"), "-m", "mcpgateway.translate", "--stdio", shlex.join(direct),
                        "--expose-streamable-http", "--port", str(bridge_port)]  # fmt: skip
         gateway_argv = [str(bin_dir / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)]
-        procs.enter_context(started(bridge_argv, f"http://127.0.0.1:{bridge_port}/", "ContextForge's bridge",
-                                    env=env, cwd=work))  # fmt: skip
+        bridge = procs.enter_context(started(bridge_argv, f"http://127.0.0.1:{bridge_port}/", "ContextForge's bridge",
+                                             env=env, cwd=work))  # fmt: skip
         gateway = procs.enter_context(started(gateway_argv, f"http://127.0.0.1:{port}/health", "ContextForge",
                                               env=env, cwd=work, timeout_s=120))  # fmt: skip
         token = subprocess.run(
@@ -362,7 +430,7 @@ def contextforge(direct: list[str]) -> Iterator[tuple[str, dict[str, str], str, 
         server = api.post("/servers", json={"server": {"name": "bench", "associated_tools": [echo["id"]]}})
         server.raise_for_status()
         url = f"http://127.0.0.1:{port}/servers/{server.json()['id']}/mcp"
-        yield url, {"Authorization": f"Bearer {token}"}, echo["name"], gateway
+        yield url, {"Authorization": f"Bearer {token}"}, echo["name"], gateway, bridge
 
 
 def install_proxy() -> Path:
@@ -391,15 +459,29 @@ async def sdk_sequential(argv: list[str], calls: int) -> list[float]:
         return out
 
 
-async def stdio_path(argv: list[str], env: dict[str, str] | None, tool: str, calls: int, seconds: float
-                     ) -> tuple[list[float], list[float]]:  # fmt: skip
+@dataclass
+class Figures:
+    """One path's figures."""
+
+    latencies: list[float]  # ms, sequential calls
+    rates: list[float] = field(default_factory=list)  # calls/s with 16 and with 64 clients
+    cpu: list[float] = field(default_factory=list)  # us of CPU a call with 16 clients: the path's processes, machine
+
+    @classmethod
+    def of(cls, latencies: list[float], runs: list[tuple[float, list[float]]], seconds: float) -> Figures:
+        """From the sequential latencies and the throughput runs (16 clients first)."""
+        rate, cpu = runs[0]
+        return cls(latencies, [r for r, _ in runs], [used / (rate * seconds) * 1e6 for used in cpu])
+
+
+async def stdio_path(argv: list[str], env: dict[str, str] | None, tool: str, calls: int, seconds: float) -> Figures:
     peer = await Stdio.start(argv, env)
     try:
         latencies = await sequential(peer.request, tool, calls)
-        rates = [await stdio_throughput(peer, tool, c, seconds) for c in (16, 64)]
+        runs = [await stdio_throughput(peer, tool, c, seconds) for c in (16, 64)]
     finally:
         await peer.close()
-    return latencies, rates
+    return Figures.of(latencies, runs, seconds)
 
 
 async def http_sequential(url: str, headers: dict[str, str], tool: str, calls: int) -> list[float]:
@@ -410,10 +492,10 @@ async def http_sequential(url: str, headers: dict[str, str], tool: str, calls: i
         await peer.close()
 
 
-def http_path(url: str, headers: dict[str, str], tool: str, calls: int, seconds: float
-              ) -> tuple[list[float], list[float]]:  # fmt: skip
+def http_path(url: str, headers: dict[str, str], tool: str, calls: int, seconds: float, roots: list[int]
+              ) -> Figures:  # fmt: skip
     latencies = asyncio.run(http_sequential(url, headers, tool, calls))
-    return latencies, [http_throughput(url, headers, tool, c, seconds) for c in (16, 64)]
+    return Figures.of(latencies, [http_throughput(url, headers, tool, c, seconds, roots) for c in (16, 64)], seconds)
 
 
 async def cold_first_call(argv: list[str], env: dict[str, str]) -> float:
@@ -442,7 +524,7 @@ def main() -> None:
     env = {**os.environ, "BOSUN_HOME": str(home.root)}
     direct = ["docker", "run", "-i", "--rm", *HARDENED, image, "stdio"]
     gateway = [sys.executable, "-m", "bosun", "gateway", "run", "--log-level", "warning"]
-    rows: dict[str, tuple[list[float], list[float]]] = {}
+    rows: dict[str, Figures] = {}
     extra: dict[str, str] = {}
     try:
         port = free_port()
@@ -451,12 +533,12 @@ def main() -> None:
         time.sleep(1.5)
         print("load generator ceiling ...", flush=True)
         rows["load generator alone (canned reply)"] = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls,
-                                                                args.seconds)  # fmt: skip
+                                                                args.seconds, [canned.pid or 0])  # fmt: skip
         canned.terminate()
 
         print("direct ...", flush=True)
         rows["direct, raw stdio"] = asyncio.run(stdio_path(direct, None, "echo", args.calls, args.seconds))
-        rows["direct, official SDK client"] = (asyncio.run(sdk_sequential(direct, args.calls)), [])
+        rows["direct, official SDK client"] = Figures(asyncio.run(sdk_sequential(direct, args.calls)))
 
         print("Bosun over stdio ...", flush=True)
         colds = [asyncio.run(cold_first_call(gateway, env)) for _ in range(3)]
@@ -469,7 +551,7 @@ def main() -> None:
         with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as http:
             auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
             rows["Bosun, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", auth, "everything__echo",
-                                                       args.calls, args.seconds)  # fmt: skip
+                                                       args.calls, args.seconds, [http.pid])  # fmt: skip
             extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
             extra["idle everything container (docker stats)"] = f"{container_mb('io.bosun.server=everything'):.0f} MB"
 
@@ -477,9 +559,9 @@ def main() -> None:
         Settings.model_validate({"servers": {"everything": {}}, "stdio": "attach"}).save(home.config_file)
         port = free_port()
         argv = [*gateway, "--transport", "http", "--port", str(port)]
-        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env):
+        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as attached:
             rows["Bosun, streamable HTTP, stdio: attach"] = http_path(
-                f"http://127.0.0.1:{port}/mcp", auth, "everything__echo", args.calls, args.seconds
+                f"http://127.0.0.1:{port}/mcp", auth, "everything__echo", args.calls, args.seconds, [attached.pid]
             )
 
         print("mcp-proxy ...", flush=True)
@@ -487,30 +569,34 @@ def main() -> None:
         argv = [str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct]
         with started(argv, f"http://127.0.0.1:{port}/mcp", "mcp-proxy") as peer:
             rows["mcp-proxy, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", {}, "echo", args.calls,
-                                                           args.seconds)  # fmt: skip
+                                                           args.seconds, [peer.pid])  # fmt: skip
             extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
 
         if not args.no_contextforge:
             print("ContextForge ...", flush=True)
-            with contextforge(direct) as (url, headers, tool, gateway_proc):
-                rows["ContextForge, streamable HTTP"] = http_path(url, headers, tool, args.calls, args.seconds)
+            with contextforge(direct) as (url, headers, tool, gateway_proc, bridge_proc):
+                rows["ContextForge, streamable HTTP"] = http_path(url, headers, tool, args.calls, args.seconds,
+                                                                  [gateway_proc.pid, bridge_proc.pid])  # fmt: skip
                 extra["ContextForge RSS after the load"] = f"{rss_mb(gateway_proc.pid):.0f} MB"
     finally:
         shutil.rmtree(home.root, ignore_errors=True)
 
-    base = statistics.median(rows["direct, raw stdio"][0])
-    print(f"\necho tool, {args.calls} sequential calls; throughput over {args.seconds:g} s; milliseconds, calls/s\n")
-    print(f"{'path':38} {'p50':>7} {'p99':>7} {'+p50':>7} {'seq/s':>7} {'16 cl/s':>8} {'64 cl/s':>8}")
-    for name, (latencies, rates) in rows.items():
-        p50 = statistics.median(latencies)
-        p99 = sorted(latencies)[int(len(latencies) * 0.99)]
-        shown = [f"{r:8.0f}" for r in rates] or [f"{'-':>8}"] * 2
+    base = statistics.median(rows["direct, raw stdio"].latencies)
+    print(f"\necho tool, {args.calls} sequential calls; throughput over {args.seconds:g} s; milliseconds, calls/s; "
+          "CPU a call with 16 clients, us: the path's own processes, the whole machine\n")  # fmt: skip
+    print(f"{'path':38} {'p50':>7} {'p99':>7} {'+p50':>7} {'seq/s':>7} {'16 cl/s':>8} {'64 cl/s':>8} "
+          f"{'cpu own':>8} {'cpu all':>8}")  # fmt: skip
+    for name, row in rows.items():
+        p50 = statistics.median(row.latencies)
+        p99 = sorted(row.latencies)[int(len(row.latencies) * 0.99)]
+        shown = [f"{r:8.0f}" for r in row.rates] or [f"{'-':>8}"] * 2
+        shown += [f"{c:8.0f}" for c in row.cpu] or [f"{'-':>8}"] * 2
         over = f"{p50 - base:+7.2f}" if not name.startswith("load") else f"{'':>7}"
         print(f"{name:38} {p50:7.2f} {p99:7.2f} {over} {1000 / p50:7.0f} {' '.join(shown)}")
-    bosun = rows["Bosun, streamable HTTP"][1]
+    bosun = rows["Bosun, streamable HTTP"].rates
     for peer_name in ("mcp-proxy, streamable HTTP", "ContextForge, streamable HTTP"):
         if peer_name in rows:
-            theirs = rows[peer_name][1]
+            theirs = rows[peer_name].rates
             print(f"\nBosun HTTP over {peer_name.split(',')[0]}, throughput: {bosun[0] / theirs[0]:.1f}x at 16 "
                   f"clients, {bosun[1] / theirs[1]:.1f}x at 64", end="")  # fmt: skip
     print()
