@@ -612,7 +612,7 @@ class Gateway:
                 self.committer.flush()  # the answer to a cancelled request does not leave before its record either
                 raise
             if (origin := note.get("origin")) is not None:
-                origin.audit_seq = stored.seq  # so a later flow refusal can name this call's record
+                note["flow"].committed(origin, stored.seq)  # so a later flow refusal can name this call's record
 
     async def call_tool(
         self,
@@ -631,6 +631,7 @@ class Gateway:
             policy = self.policy  # this call's view, even if the policy reloads while it runs
             flow = self.flows.get(client) if policy.flow.enabled else None
             if flow is not None:
+                note["flow"] = flow
                 note["origin"] = flow.next_call(public, policy.flow.labels(public, self._labels(server)))
             decision = self._decide(policy, agent, public, arguments, flow, note.get("origin"))
             note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
@@ -857,7 +858,7 @@ class Gateway:
             if policy.flow.enabled:
                 # Named server__uri, so policy labels can be given to a server's resources or to one of them.
                 labels = policy.flow.labels(f"{server}{names.SEPARATOR}{uri}", self._labels(server))
-                flow = self.flows.get(client)
+                note["flow"] = flow = self.flows.get(client)
                 note["origin"] = origin = flow.next_call(f"{server} resource {uri}", labels)
                 flow.remember(origin, text)
             result, findings = policy.screener.screen_resource(uri, result, text)

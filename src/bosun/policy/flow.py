@@ -57,7 +57,7 @@ SHINGLE = 6  # words in a run of private text that counts as carried
 TEXT_CAP = 64 * 1024  # characters kept of one result
 SESSION_TEXT_CAP = 2 * 1024 * 1024  # characters kept per session, oldest results dropped first
 SESSION_SHINGLE_CAP = 50_000
-# Every distinct set of labels, once: a session keeps a set per call it remembers.
+# Every distinct set of labels, once: each Origin a session keeps (of private data, say) holds one.
 _LABEL_SETS: dict[frozenset[str], frozenset[str]] = {}
 SESSIONS_CAP = 256  # sessions remembered; the least recently active is forgotten
 
@@ -96,30 +96,23 @@ def _shingles(tokens: list[str]) -> Iterator[tuple[int, int]]:
 
 @dataclass
 class Origin:
-    """One earlier call, and the result the session remembers of it.
-
-    The call and its result are one object because sessions keep thousands of them, and every full
-    collection of the garbage collector walks each one: with 30k calls kept, a full collection took
-    87 ms when each was three objects (call, result, a fresh set of labels) and 30 ms as one."""
+    """One earlier call whose result the session remembers."""
 
     call: int
     tool: str
     labels: frozenset[str]
     audit_seq: int = 0  # filled in once the call's audit record is committed
-    text: str = field(default="", compare=False, repr=False)  # the result, casefolded and capped
-    _entities: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         audit = f", audit #{self.audit_seq}" if self.audit_seq else ""
         return f"call {self.call} {self.tool}{audit}"
 
-    @property
-    def entities(self) -> frozenset[str]:
-        """Found when first asked for: only a send's destinations are looked up in earlier results, and
-        most results are never looked in (the entity regexes were most of remembering a result)."""
-        if self._entities is None:
-            self._entities = frozenset(entities(self.text))
-        return self._entities
+
+# A remembered result: (call, tool, labels, casefolded text), strings and numbers only. Sessions keep
+# thousands, and every full pass of the garbage collector walks each object it tracks; it stops
+# tracking a tuple of strings and numbers. With 30k calls kept, a full pass took 87 ms when each was
+# three objects (call, result, a fresh set of labels) and 11 ms as these tuples.
+_Kept = tuple[int, str, tuple[str, ...], str]
 
 
 @dataclass
@@ -127,8 +120,12 @@ class SessionFlow:
     """What one session has seen; bounded, so a long session forgets its oldest results first."""
 
     calls: int = 0
-    results: deque[Origin] = field(default_factory=deque)
+    results: deque[_Kept] = field(default_factory=deque)
     size: int = 0
+    # Of kept results, by call: audit records (0 until committed), and entities once a send asked for them
+    # (as tuples: a frozenset each would be tracked again).
+    audit_seqs: dict[int, int] = field(default_factory=dict)
+    entities: dict[int, tuple[str, ...]] = field(default_factory=dict)
     private_shingles: OrderedDict[int, Origin] = field(default_factory=OrderedDict)
     private_entities: dict[str, Origin] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)  # destinations sent to before untrusted text named them
@@ -141,14 +138,18 @@ class SessionFlow:
         return Origin(self.calls, tool, labels)
 
     def remember(self, origin: Origin, text: str) -> None:
-        origin.text = text = text[:TEXT_CAP].casefold()
-        self.results.append(origin)
+        text = text[:TEXT_CAP].casefold()
+        self.results.append((origin.call, origin.tool, tuple(sorted(origin.labels)), text))
+        self.audit_seqs[origin.call] = origin.audit_seq
         self.size += len(text)
         while self.size > SESSION_TEXT_CAP and len(self.results) > 1:
-            self.size -= len(self.results.popleft().text)
+            call, _, _, dropped = self.results.popleft()
+            self.size -= len(dropped)
+            self.audit_seqs.pop(call, None)
+            self.entities.pop(call, None)
         if PRIVATE in origin.labels:
             self.first_private = self.first_private or origin
-            for e in origin.entities:
+            for e in self._entities_of(self.results[-1]):
                 self.private_entities.setdefault(e, origin)
             for h, _ in _shingles(_WORD.findall(text)):
                 self.private_shingles[h] = origin
@@ -159,22 +160,39 @@ class SessionFlow:
         if SEND in origin.labels:
             self.first_send = self.first_send or origin
 
+    def committed(self, origin: Origin, audit_seq: int) -> None:
+        """The call's audit record is committed: later refusals that name the call name the record too."""
+        origin.audit_seq = audit_seq
+        if origin.call in self.audit_seqs:
+            self.audit_seqs[origin.call] = audit_seq
+
+    def _entities_of(self, kept: _Kept) -> tuple[str, ...]:
+        """Found when first asked for: only a send's destinations are looked up in earlier results, and
+        most results are never looked in (the entity regexes were most of remembering a result)."""
+        found = self.entities.get(kept[0])
+        if found is None:
+            found = self.entities[kept[0]] = tuple(entities(kept[3]))
+        return found
+
     def sources(self, value: str) -> tuple[list[Origin], list[Origin]]:
         """The earlier results naming ``value``: (untrusted ones, trusted ones)."""
         kind, _, bare = value.partition(":")
         untrusted: list[Origin] = []
         trusted: list[Origin] = []
-        for r in self.results:
+        for kept in self.results:
             if kind == "text":
-                hit = bare in r.text
+                hit = bare in kept[3]
             elif kind == "host":
                 # A host is named by any mention of it or of a domain it sits under: evil.com covers x.evil.com.
                 parts = bare.split(".")
-                hit = any(f"host:{'.'.join(parts[i:])}" in r.entities for i in range(len(parts) - 1))
+                found = self._entities_of(kept)
+                hit = any(f"host:{'.'.join(parts[i:])}" in found for i in range(len(parts) - 1))
             else:
-                hit = value in r.entities
+                hit = value in self._entities_of(kept)
             if hit:
-                (untrusted if UNTRUSTED in r.labels else trusted).append(r)
+                call, tool, labels, _ = kept
+                origin = Origin(call, tool, frozenset(labels), self.audit_seqs.get(call, 0))
+                (untrusted if UNTRUSTED in labels else trusted).append(origin)
         return untrusted, trusted
 
 
@@ -244,7 +262,7 @@ class FlowRules:
             if pattern.match(public.casefold()):
                 found = labels
         found = frozenset(found)
-        return _LABEL_SETS.setdefault(found, found)  # one object per distinct set, shared by every call kept
+        return _LABEL_SETS.setdefault(found, found)
 
     def _is_known(self, value: str, agent: str, groups: frozenset[str]) -> bool:
         # Listed bare (an address, a host, an account), or with its kind for the ones only a kind tells apart.
