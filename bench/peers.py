@@ -593,12 +593,14 @@ def main() -> None:
         shown += [f"{c:8.0f}" for c in row.cpu] or [f"{'-':>8}"] * 2
         over = f"{p50 - base:+7.2f}" if not name.startswith("load") else f"{'':>7}"
         print(f"{name:38} {p50:7.2f} {p99:7.2f} {over} {1000 / p50:7.0f} {' '.join(shown)}")
-    bosun = rows["Bosun, streamable HTTP"].rates
+    bosun = rows["Bosun, streamable HTTP"]
     for peer_name in ("mcp-proxy, streamable HTTP", "ContextForge, streamable HTTP"):
         if peer_name in rows:
-            theirs = rows[peer_name].rates
-            print(f"\nBosun HTTP over {peer_name.split(',')[0]}, throughput: {bosun[0] / theirs[0]:.1f}x at 16 "
-                  f"clients, {bosun[1] / theirs[1]:.1f}x at 64", end="")  # fmt: skip
+            theirs = rows[peer_name]
+            print(f"\nBosun HTTP over {peer_name.split(',')[0]}, throughput: {bosun.rates[0] / theirs.rates[0]:.1f}x "
+                  f"at 16 clients, {bosun.rates[1] / theirs.rates[1]:.1f}x at 64; CPU a call (16 clients): "
+                  f"{theirs.cpu[0] / bosun.cpu[0]:.1f}x less in the gateway, {theirs.cpu[1] / bosun.cpu[1]:.1f}x "
+                  "less on the machine", end="")  # fmt: skip
     print()
     for name, value in extra.items():
         print(f"{name:52} {value}")
