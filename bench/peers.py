@@ -17,12 +17,14 @@ time each call took: in the path's own processes (the gateway and its children, 
 run -i` a peer starts; the generator's canned server; the direct path's `docker` CLI), and on the
 whole machine (every process, the generator and the echo server included). The machine's CPU is
 what the calls/s share: on two cores, a path that takes less CPU per call leaves more for the rest.
+Bosun over HTTP and `mcp-proxy`, whose ratio is a target, are measured in alternating rounds
+(``--rounds``), and their rows give every latency and the median rates and CPU of the rounds.
 
 The generator is raw JSON-RPC (hand-written HTTP/1.1 on asyncio streams, asyncio pipes) in several
 processes, not the SDK client, whose own cost (measured here too) would hide the gateways'. Every
 reply is checked: a refusal or an error stops the run instead of being timed.
 
-    .venv/bin/python bench/peers.py [--calls 300] [--seconds 5]
+    .venv/bin/python bench/peers.py [--calls 300] [--seconds 5] [--rounds 3] [--no-contextforge]
 """
 
 from __future__ import annotations
@@ -473,6 +475,15 @@ class Figures:
         rate, cpu = runs[0]
         return cls(latencies, [r for r, _ in runs], [used / (rate * seconds) * 1e6 for used in cpu])
 
+    @classmethod
+    def merged(cls, rounds: list[Figures]) -> Figures:
+        """Rounds of one path as one: every latency, and the median of each rate and CPU figure."""
+        return cls(
+            [ms for f in rounds for ms in f.latencies],
+            [statistics.median(v) for v in zip(*(f.rates for f in rounds), strict=True)],
+            [statistics.median(v) for v in zip(*(f.cpu for f in rounds), strict=True)],
+        )
+
 
 async def stdio_path(argv: list[str], env: dict[str, str] | None, tool: str, calls: int, seconds: float) -> Figures:
     peer = await Stdio.start(argv, env)
@@ -514,6 +525,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="sequential calls per path")
     parser.add_argument("--seconds", type=float, default=5, help="duration of each throughput run")
     parser.add_argument("--no-contextforge", action="store_true", help="leave out ContextForge (slow to set up)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of Bosun over HTTP and mcp-proxy")
     args = parser.parse_args()
     proxy = install_proxy()
     home = Home(Path(tempfile.mkdtemp(prefix="bosun-peers-"))).ensure()
@@ -545,32 +557,50 @@ def main() -> None:
         extra["Bosun cold first call (container start), p50 of 3"] = f"{statistics.median(colds):.0f} ms"
         rows["Bosun, stdio"] = asyncio.run(stdio_path(gateway, env, "everything__echo", args.calls, args.seconds))
 
-        print("Bosun over streamable HTTP ...", flush=True)
-        port = free_port()
-        argv = [*gateway, "--transport", "http", "--port", str(port)]
-        with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as http:
-            auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
-            rows["Bosun, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", auth, "everything__echo",
-                                                       args.calls, args.seconds, [http.pid])  # fmt: skip
-            extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
-            extra["idle everything container (docker stats)"] = f"{container_mb('io.bosun.server=everything'):.0f} MB"
-
         print("Bosun over streamable HTTP, the engine's attach stream to the server ...", flush=True)
         Settings.model_validate({"servers": {"everything": {}}, "stdio": "attach"}).save(home.config_file)
         port = free_port()
         argv = [*gateway, "--transport", "http", "--port", str(port)]
+        auth = {"Authorization": f"Bearer {home.gateway_token()[0]}"}
         with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as attached:
-            rows["Bosun, streamable HTTP, stdio: attach"] = http_path(
+            attach = http_path(
                 f"http://127.0.0.1:{port}/mcp", auth, "everything__echo", args.calls, args.seconds, [attached.pid]
             )
+        Settings.model_validate({"servers": {"everything": {}}}).save(home.config_file)
 
-        print("mcp-proxy ...", flush=True)
-        port = free_port()
-        argv = [str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct]
-        with started(argv, f"http://127.0.0.1:{port}/mcp", "mcp-proxy") as peer:
-            rows["mcp-proxy, streamable HTTP"] = http_path(f"http://127.0.0.1:{port}/mcp", {}, "echo", args.calls,
-                                                           args.seconds, [peer.pid])  # fmt: skip
-            extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
+        def bosun_http() -> Figures:
+            port = free_port()
+            argv = [*gateway, "--transport", "http", "--port", str(port)]
+            with started(argv, f"http://127.0.0.1:{port}/healthz", "the gateway", env=env) as http:
+                figures = http_path(f"http://127.0.0.1:{port}/mcp", auth, "everything__echo", args.calls,
+                                    args.seconds, [http.pid])  # fmt: skip
+                extra["Bosun gateway RSS after the load"] = f"{rss_mb(http.pid):.0f} MB"
+                extra["idle everything container (docker stats)"] = (
+                    f"{container_mb('io.bosun.server=everything'):.0f} MB"
+                )
+            return figures
+
+        def mcp_proxy() -> Figures:
+            port = free_port()
+            argv = [str(proxy), "--host", "127.0.0.1", "--port", str(port), "--", *direct]
+            with started(argv, f"http://127.0.0.1:{port}/mcp", "mcp-proxy") as peer:
+                figures = http_path(f"http://127.0.0.1:{port}/mcp", {}, "echo", args.calls, args.seconds, [peer.pid])
+                extra["mcp-proxy RSS after the load"] = f"{rss_mb(peer.pid):.0f} MB"
+            return figures
+
+        # The ratio to the target is measured in alternating rounds: the machine's speed drifts over a run.
+        ours: list[Figures] = []
+        theirs: list[Figures] = []
+        for r in range(args.rounds):
+            print(f"Bosun over streamable HTTP, then mcp-proxy (round {r + 1} of {args.rounds}) ...", flush=True)
+            ours.append(bosun_http())
+            theirs.append(mcp_proxy())
+        rows["Bosun, streamable HTTP"] = Figures.merged(ours)
+        rows["Bosun, streamable HTTP, stdio: attach"] = attach
+        rows["mcp-proxy, streamable HTTP"] = Figures.merged(theirs)
+        for i, clients in enumerate((16, 64)):
+            each = ", ".join(f"{o.rates[i] / t.rates[i]:.1f}x" for o, t in zip(ours, theirs, strict=True))
+            extra[f"Bosun HTTP over mcp-proxy, {clients} clients, each round"] = each
 
         if not args.no_contextforge:
             print("ContextForge ...", flush=True)
