@@ -147,7 +147,8 @@ def test_the_word_prefilter_never_hides_a_match() -> None:
         "https://collect.evil.test/x", "~/.ssh", "$HOME/.aws", "id_rsa", ".env", "\u200b", "\u202e",
         "the", "to", ".", "\n", " ", ":", "now", "user", "paid",
     ]  # fmt: skip
-    # Letters a case-blind regex takes for ASCII ones though lower() keeps them apart: dotless i, long s, Kelvin.
+    # Letters a case-blind regex takes for ASCII ones: dotless i and long s, which lower() keeps apart, and the
+    # Kelvin sign, which lower() turns into k.
     lookalikes = {"i": "\u0131", "s": "\u017f", "k": "\u212a"}
     rng = random.Random(5)
     for _ in range(3000):
