@@ -57,8 +57,6 @@ SHINGLE = 6  # words in a run of private text that counts as carried
 TEXT_CAP = 64 * 1024  # characters kept of one result
 SESSION_TEXT_CAP = 2 * 1024 * 1024  # characters kept per session, oldest results dropped first
 SESSION_SHINGLE_CAP = 50_000
-# Every distinct set of labels, once: each Origin a session keeps (of private data, say) holds one.
-_LABEL_SETS: dict[frozenset[str], frozenset[str]] = {}
 SESSIONS_CAP = 256  # sessions remembered; the least recently active is forgotten
 
 
@@ -140,7 +138,7 @@ class SessionFlow:
     def remember(self, origin: Origin, text: str) -> None:
         text = text[:TEXT_CAP].casefold()
         self.results.append((origin.call, origin.tool, tuple(sorted(origin.labels)), text))
-        self.audit_seqs[origin.call] = origin.audit_seq
+        self.audit_seqs[origin.call] = 0
         self.size += len(text)
         while self.size > SESSION_TEXT_CAP and len(self.results) > 1:
             call, _, _, dropped = self.results.popleft()
@@ -261,8 +259,7 @@ class FlowRules:
         for pattern, labels in self._labels:
             if pattern.match(public.casefold()):
                 found = labels
-        found = frozenset(found)
-        return _LABEL_SETS.setdefault(found, found)
+        return frozenset(found)
 
     def _is_known(self, value: str, agent: str, groups: frozenset[str]) -> bool:
         # Listed bare (an address, a host, an account), or with its kind for the ones only a kind tells apart.
