@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +41,31 @@ def remote(port: int) -> Iterator[None]:
     # Any answer means up: without the token the fixture says 401.
     with started([sys.executable, str(SERVER), str(port), TOKEN], f"http://127.0.0.1:{port}/mcp", "the remote"):
         yield
+
+
+@contextmanager
+def silent(port: int) -> Iterator[threading.Event]:
+    """An address that takes connections and never answers them; the event is set once one is taken."""
+    taken, held = threading.Event(), []
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(0.2)
+
+        def take() -> None:
+            while listener.fileno() != -1:
+                try:
+                    held.append(listener.accept()[0])
+                    taken.set()
+                except (TimeoutError, OSError):
+                    continue
+
+        thread = threading.Thread(target=take, daemon=True)
+        thread.start()
+        try:
+            yield taken
+        finally:
+            for conn in held:
+                conn.close()
+    thread.join(5)
 
 
 def _add(home: Home, port: int) -> None:
@@ -81,6 +108,16 @@ async def test_a_remote_server_is_reached_governed_and_reconnected(home: Home) -
         told = len(changes)
         down = await gw.call_tool("c", "faraway__whoami", {})
         assert down.is_error and "faraway" in _text(down)
+        # Its address takes the connection and never answers: the reconnect in the background hangs there,
+        # and neither a listing nor a call waits behind it.
+        with silent(port) as taken:
+            with anyio.fail_after(30):
+                while not taken.is_set():
+                    await anyio.sleep(0.2)
+            with anyio.fail_after(5):
+                assert "faraway__whoami" not in await _names(gw)
+                hung = await gw.call_tool("c", "faraway__whoami", {})
+            assert hung.is_error and "reconnecting" in _text(hung)
         with remote(port):  # back, on the same address: reconnected in the background, told again
             with anyio.fail_after(60):
                 while "faraway__whoami" not in await _names(gw):
@@ -88,7 +125,7 @@ async def test_a_remote_server_is_reached_governed_and_reconnected(home: Home) -
             assert len(changes) > told
             assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
     calls = [(r.tool, r.outcome) for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
-    assert calls == [("whoami", "ok"), ("whoami", "refused"), ("whoami", "ok")]
+    assert calls == [("whoami", "ok"), ("whoami", "refused"), ("whoami", "refused"), ("whoami", "ok")]
 
 
 async def test_a_remote_over_the_older_sse_transport(home: Home) -> None:

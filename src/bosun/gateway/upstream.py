@@ -303,6 +303,7 @@ class Upstream:
         self._done: anyio.Event | None = None
         self._last_used = time.monotonic()
         self._crashes = 0
+        self._reconnecting: str | None = None  # why a lost remote is not back yet, while its task reconnects it
         self.restarts = 0
         self._starts = 0
         self.relay = Relay(name)
@@ -314,11 +315,20 @@ class Upstream:
     async def session(self) -> ClientSession:
         self._last_used = time.monotonic()
         if self._live is None:
-            async with self._start_lock:
-                if self._live is None:
-                    await self._start()
+            if self._reconnecting is not None:
+                # Its own task reconnects a lost remote. A caller queued behind that task's backoff and connect
+                # timeouts (an address that no longer answers can take 30 s to refuse) would wait as long,
+                # and a listing with it, so it is told at once instead; the listing leaves the server out.
+                why = self._reconnecting
+                raise UpstreamError(f"server {self.name!r} lost its connection and is reconnecting ({why})")
+            await self._started()
         assert self._live is not None
         return self._live.session
+
+    async def _started(self) -> None:
+        async with self._start_lock:
+            if self._live is None:
+                await self._start()
 
     async def session_offering(self, capability: Literal["prompts", "resources"]) -> ClientSession | None:
         """The session if the server declared ``capability`` at initialization, else None."""
@@ -388,17 +398,22 @@ class Upstream:
             if was_live and not self._stop.is_set() and self._on_tools_changed:
                 self._on_tools_changed(self.name)  # its tools are gone from the lists until it is back
             if reconnect and not self._stop.is_set():
+                self._reconnecting = "not yet back"
                 self._tg.start_soon(self._keep_connected)
 
     async def _keep_connected(self) -> None:
         """Reconnect a lost remote in the background, with backoff, until it answers or is stopped."""
-        while self._live is None and not self._stop.is_set():
-            self._crashes = max(self._crashes, 1)
-            try:
-                await self.session()
-            except UpstreamError as e:
-                log.warning("reconnecting: %s", e, extra={"server": self.name})
-                self._crashes += 1
+        try:
+            while self._live is None and not self._stop.is_set():
+                self._crashes = max(self._crashes, 1)
+                try:
+                    await self._started()
+                except UpstreamError as e:
+                    log.warning("reconnecting: %s", e, extra={"server": self.name})
+                    self._reconnecting = f"last try: {_innermost(e.__cause__ or e)}"
+                    self._crashes += 1
+        finally:
+            self._reconnecting = None
 
     async def _watch(self, link: Link, session: ClientSession) -> None:
         """Return when asked to stop, when idle too long, or when the connection is lost."""
