@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -323,3 +324,53 @@ async def test_cancelled_call_does_not_hold_up_the_next_one(home: Home, transpor
         assert scope.cancelled_caught
         with anyio.fail_after(5):
             assert _text(await client.call_tool("everything__echo", {"message": "after"})).endswith("after")
+
+
+def _mutant(rng: random.Random, n: int) -> Any:
+    """One hostile message on an established session: a ``tools/call`` (or an answer, or a cancellation) with
+    its id, params, name, arguments or ``_meta`` of the wrong type, size or shape."""
+    odd = [None, True, 1.5, -1, 2**70, "", "x" * 5000, [], [1, "a"], {}, {"a": {"b": [None]}}, "é\u202e\x00"]
+    tool = rng.choice(["time__get_current_time", "time__nosuch", "nosuch__tool", "no-separator", "__", "time__"])
+    params: Any = {"name": tool, "arguments": {"timezone": rng.choice(["UTC", "Mars/Base", 7, None, ["UTC"]])}}
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": params}
+    match rng.randrange(9):
+        case 0:
+            message["id"] = rng.choice(odd)
+        case 1:
+            message["params"] = rng.choice(odd)
+        case 2:
+            params["name"] = rng.choice(odd)
+        case 3:
+            params["arguments"] = rng.choice(odd)
+        case 4:
+            params["_meta"] = rng.choice([*odd, {"progressToken": rng.choice(odd)}])
+        case 5:
+            message = {"jsonrpc": "2.0", "id": rng.choice([*odd, f"bosun-lane-{n}"]),
+                       rng.choice(["result", "error"]): rng.choice(odd)}  # fmt: skip
+        case 6:
+            message = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rng.choice(odd)}}
+        case 7:
+            del message[rng.choice(["jsonrpc", "id", "method", "params"])]
+        case _:
+            message[rng.choice(["jsonrpc", "method"])] = rng.choice(odd)
+    return message
+
+
+async def test_hostile_messages_on_a_lane_session_get_answers_and_the_session_serves_on(
+    http_gateway: HttpGateway,
+) -> None:
+    """The lane answers tool calls before the SDK's own checks: none of 300 seeded hostile messages on an
+    established session gets a 5xx or an internal error, and the session and the gateway serve on."""
+    opened = _rpc(http_gateway, INIT)
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+    _rpc(http_gateway, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), session)
+    rng = random.Random(5)
+    for n in range(300):
+        body = json.dumps(_mutant(rng, n))
+        r = await anyio.to_thread.run_sync(_rpc, http_gateway, body, session)
+        assert r.status_code < 500, (body[:300], r.status_code, r.text[:300])
+        assert '"code":-32603' not in r.text.replace(" ", ""), (body[:300], r.text[:300])
+    assert http_gateway.proc.poll() is None
+    call = {"jsonrpc": "2.0", "id": "last", "method": "tools/call",
+            "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}  # fmt: skip
+    assert '\\"timezone\\": \\"UTC\\"' in _rpc(http_gateway, json.dumps(call), session).text
