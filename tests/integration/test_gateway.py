@@ -374,3 +374,19 @@ async def test_hostile_messages_on_a_lane_session_get_answers_and_the_session_se
     call = {"jsonrpc": "2.0", "id": "last", "method": "tools/call",
             "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}  # fmt: skip
     assert '\\"timezone\\": \\"UTC\\"' in _rpc(http_gateway, json.dumps(call), session).text
+
+
+def test_hostile_messages_on_a_stdio_lane_get_answers_and_the_connection_serves_on(home: Home) -> None:
+    """The same 300 hostile messages as over HTTP, on a stdio connection after its handshake: none gets an
+    internal error, the last (good) call is answered, and the gateway ends cleanly with stdin."""
+    rng = random.Random(5)
+    hostile = b"".join(json.dumps(_mutant(rng, n)).encode() + b"\n" for n in range(300))
+    last = {"jsonrpc": "2.0", "id": "last", "method": "tools/call",
+            "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}  # fmt: skip
+    script = _STDIN_SCRIPT + b"\n" + hostile + json.dumps(last).encode() + b"\n"
+    run = subprocess.run(bosun_cmd("gateway", "run"), input=script, capture_output=True, env=env_for(home), timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    replies = [json.loads(line) for line in run.stdout.splitlines()]
+    assert not [r for r in replies if r.get("error", {}).get("code") == types.INTERNAL_ERROR]
+    answer = next(r for r in replies if r.get("id") == "last")
+    assert '"timezone": "UTC"' in answer["result"]["content"][0]["text"]
