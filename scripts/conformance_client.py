@@ -54,17 +54,21 @@ async def _drive(env: dict[str, str]) -> None:
 
 def _registered(env: dict[str, str]) -> list[str]:
     """``bosun server auth`` options for a client the scenario registered ahead of time, as an administrator
-    would pass them (the secret through the secret store); none when the scenario gives no client."""
+    would pass them (secrets, and the identity provider's ID token, through the secret store); none when the
+    scenario gives no client."""
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
-    if "client_id" not in context or "idp_id_token" in context:  # cross-app access gives one, for another grant
+    if "client_id" not in context:
         return []
     options = ["--client-id", context["client_id"]]
-    for field, option in (("client_secret", "--client-secret"), ("private_key_pem", "--client-key")):
+    kept = (("client_secret", "--client-secret"), ("private_key_pem", "--client-key"), ("idp_id_token", "--id-token"))
+    for field, option in kept:
         if context.get(field):
             name = f"upstream-{option[2:]}"
             subprocess.run([sys.executable, "-m", "bosun", "secret", "set", name], input=context[field].encode(),
                            env=env, check=True)  # fmt: skip
             options += [option, name]
+    if "idp_id_token" in context:  # enterprise-managed authorization (SEP-990)
+        options += ["--idp-token-url", context["idp_token_endpoint"], "--idp-client-id", context["idp_client_id"]]
     if "client-credentials" in context.get("name", ""):
         options.append("--client-credentials")
     return options
@@ -91,7 +95,7 @@ def main() -> int:
             options = _registered(env)
             argv = [sys.executable, "-m", "bosun", "server", "auth", "upstream", *options]
             subprocess.run(argv, env={**env, **browser}, check=True, timeout=60)
-            if "--client-credentials" in options:
+            if "--client-credentials" in options or "--id-token" in options:
                 # The token `bosun server auth` fetched is dropped, so the gateway has to get its own.
                 subprocess.run([sys.executable, "-m", "bosun", "secret", "rm", "oauth-upstream-access"], env=env,
                                check=True)  # fmt: skip

@@ -4,6 +4,7 @@ secret store, governed like any server, and reconnected after it restarts."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -269,3 +270,30 @@ async def test_a_remote_behind_oauth_is_authorized_refreshed_and_reconnected(hom
     kept = [SecretStore(home.root).get(n) for n in ("oauth-guarded-access", "oauth-guarded-refresh")]
     audit_text = json.dumps([r.detail for r in AuditLog(home.audit_db).records()])
     assert not any(token in audit_text for token in kept)
+
+
+def test_enterprise_managed_authorization_is_checked_before_anything_is_asked(home: Home) -> None:
+    """``bosun server auth --id-token``: every missing piece, missing secret and plain-http identity provider
+    is named before any server is asked (the whole flow runs in the client-mode conformance run)."""
+    entry = {"name": "acme", "title": "Acme", "description": "A remote behind the company's identity provider.",
+             "source": {"type": "remote", "url": "https://mcp.acme.example/mcp", "auth": "oauth"}}  # fmt: skip
+    (home.root / "catalog").mkdir(exist_ok=True)
+    (home.root / "catalog" / "acme.yaml").write_text(json.dumps(entry))
+    SecretStore(home.root).set("acme-client-secret", "s3cret")
+    whole = ["--id-token", "acme-id-token", "--idp-token-url", "https://idp.example.com/token", "--idp-client-id",
+             "bosun", "--client-id", "acme", "--client-secret", "acme-client-secret"]  # fmt: skip
+    cases = [
+        (whole[:2], "--id-token needs --idp-token-url, --idp-client-id, --client-id and --client-secret"),
+        (whole[2:], "go with --id-token"),
+        ([*whole, "--client-credentials"], "--id-token is a grant of its own"),
+        (whole, "--id-token: .*acme-id-token"),
+    ]
+    for args, why in cases:
+        run = run_bosun(home, "server", "auth", "acme", *args, check=False)
+        assert run.returncode != 0 and re.search(why, run.stdout + run.stderr), (args, run.stdout + run.stderr)
+    SecretStore(home.root).set("acme-id-token", "eyJ.id.token")
+    plain = [*whole[:3], "http://idp.example.com/token", *whole[4:]]
+    run = run_bosun(home, "server", "auth", "acme", *plain, check=False)
+    assert run.returncode != 0 and "--idp-token-url: the identity provider's token endpoint must be an https" in (
+        run.stdout + run.stderr
+    )

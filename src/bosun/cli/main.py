@@ -779,6 +779,18 @@ def server_auth(
         "--client-credentials", help="With --client-id and --client-secret or --client-key: the client is "
         "registered for the client-credentials grant, so the gateway gets its tokens itself and no person signs "
         "in.")] = False,
+    id_token: Annotated[str | None, typer.Option(
+        "--id-token", help="Enterprise-managed authorization (SEP-990): the secret store's entry holding an ID "
+        "token from your company's identity provider. The gateway trades it there for an identity assertion "
+        "grant (ID-JAG), which the remote's authorization server takes instead of a person's consent. Needs "
+        "--idp-token-url, --idp-client-id, --client-id and --client-secret.")] = None,
+    idp_token_url: Annotated[str | None, typer.Option(
+        "--idp-token-url", help="With --id-token: the identity provider's token endpoint (https).")] = None,
+    idp_client_id: Annotated[str | None, typer.Option(
+        "--idp-client-id", help="With --id-token: the gateway's client id at the identity provider.")] = None,
+    idp_client_secret: Annotated[str | None, typer.Option(
+        "--idp-client-secret", help="With --id-token: the secret store's entry holding that client's secret, "
+        "when it has one.")] = None,
 ) -> None:  # fmt: skip
     """Authorize the gateway to call a remote server with OAuth: discovery, registration, PKCE, then the
     authorization page in your browser (or open the printed URL yourself); the answer comes back to this
@@ -796,10 +808,23 @@ def server_auth(
     Add --client-credentials for a client registered for machine-to-machine
     access (with --client-secret, or --client-key for a private key): its first
     token is fetched now, the authorization server that gave it is pinned, and
-    from then on the gateway asks that server for tokens."""
+    from then on the gateway asks that server for tokens.
+
+    Where your company's identity provider vouches for the gateway
+    (enterprise-managed authorization), keep an ID token from it in the secret
+    store and pass the identity provider too; no person signs in at the remote:
+
+      bosun secret set acme-id-token
+
+      bosun server auth acme --id-token acme-id-token --idp-token-url
+      https://idp.example.com/oauth2/token --idp-client-id bosun --client-id ID
+      --client-secret acme-client-secret
+
+    The remote's authorization server is pinned, and the ID token is read at
+    each exchange: replace it when your identity provider issues a new one."""
     import webbrowser
 
-    from bosun.gateway.oauth import NeedsAuthorization, Registered, authorize
+    from bosun.gateway.oauth import IdentityProvider, NeedsAuthorization, Registered, authorize
 
     home = _home()
     entry = _catalog(home).entries.get(name)
@@ -816,14 +841,32 @@ def server_auth(
         fail("--client-key signs client-credentials token requests; add --client-credentials")
     if client_credentials and not (client_secret or client_key):
         fail("--client-credentials needs the client: --client-id ID and --client-secret or --client-key SECRET-NAME")
+    identity: IdentityProvider | None = None
+    if id_token is None and (idp_token_url or idp_client_id or idp_client_secret):
+        fail("--idp-token-url, --idp-client-id and --idp-client-secret go with --id-token; give it too")
+    if id_token is not None:
+        if not (idp_token_url and idp_client_id and client_id and client_secret):
+            fail("--id-token needs --idp-token-url, --idp-client-id, --client-id and --client-secret")
+        if client_credentials or client_key:
+            fail("--id-token is a grant of its own: leave out --client-credentials and --client-key")
     if client_id is not None:
         store = SecretStore(home.root)
-        try:
-            secret = store.get(client_secret) if client_secret else None
-            key = store.get(client_key) if client_key else None
-        except SecretError as e:
-            fail(f"--client-{'secret' if client_secret else 'key'}: {e}")
-        registered = Registered(client_id, secret, key, machine=client_credentials)
+
+        def stored(option: str, entry: str | None) -> str | None:
+            try:
+                return store.get(entry) if entry else None
+            except SecretError as e:
+                fail(f"{option}: {e}")
+
+        secret, key = stored("--client-secret", client_secret), stored("--client-key", client_key)
+        if id_token is not None:
+            stored("--id-token", id_token)  # there now; read again at each exchange, so a newer one applies
+            try:
+                identity = IdentityProvider(idp_token_url or "", idp_client_id or "", id_token,
+                                            stored("--idp-client-secret", idp_client_secret))  # fmt: skip
+            except ValueError as e:
+                fail(f"--idp-token-url: {e}")
+        registered = Registered(client_id, secret, key, machine=client_credentials, identity=identity)
 
     async def open_url(url: str) -> None:
         console.print(f"Authorize {name} at:\n  {url}\n(waiting for the answer on loopback ...)", soft_wrap=True)
@@ -841,6 +884,11 @@ def server_auth(
         console.print(
             f"authorized {name} as client {client_id}; the gateway gets its tokens with the client's "
             f"{'key' if client_key else 'secret'}"
+        )
+    elif identity is not None:
+        console.print(
+            f"authorized {name} as client {client_id}; the gateway gets its tokens by trading the ID token in "
+            f"secret {id_token} at {identity.token_endpoint}"
         )
     else:
         console.print(f"authorized {name}; the gateway uses and refreshes its tokens")
