@@ -278,8 +278,9 @@ class Upstream:
     """A server and the MCP session to it, kept alive across calls.
 
     It connects when the first caller needs it (never per call; for a container, starting it), watches
-    the connection, reconnects with backoff when it is lost (a remote at once, in the background; a
-    container on next use), and disconnects after ``idle_timeout_s`` unused.
+    the connection, reconnects with backoff when it is lost (a remote at once, in the background, its
+    callers told meanwhile that it is reconnecting; a container on next use), and disconnects after
+    ``idle_timeout_s`` unused.
     """
 
     def __init__(
@@ -398,7 +399,7 @@ class Upstream:
             if was_live and not self._stop.is_set() and self._on_tools_changed:
                 self._on_tools_changed(self.name)  # its tools are gone from the lists until it is back
             if reconnect and not self._stop.is_set():
-                self._reconnecting = "not yet back"
+                self._reconnecting = "its first try is under way"
                 self._tg.start_soon(self._keep_connected)
 
     async def _keep_connected(self) -> None:
