@@ -12,6 +12,7 @@ import anyio
 import docker
 import pytest
 from _util import bosun_cmd, env_for, override_entry, sh
+from mcp.shared.exceptions import MCPError
 
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
@@ -117,6 +118,32 @@ async def test_server_that_prints_garbage_on_stdout_still_works(home: Home) -> N
     override_entry(home, "time", command=["sh", "-c", "echo this is not JSON-RPC; echo {broken; exec mcp-server-time"])
     async with Gateway(home, DockerBackend()) as gw:
         assert "UTC" in await _time_call(gw)
+
+
+HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile" / "server.py"
+
+
+async def test_a_server_answering_with_malformed_messages_gets_clear_errors_and_keeps_its_connection(
+    home: Home,
+) -> None:
+    """Malformed progress and log notifications, replies to nobody, and replies that are not a result: each
+    is dropped or answered as a malformed reply, and the server's one connection serves on."""
+    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    progressed: list[float] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        progressed.append(done)
+
+    async with Gateway(home, DockerBackend()) as gw:
+        for case in ("progress-list", "progress-odd", "log-odd", "wrong-ids"):
+            with anyio.fail_after(10):
+                result = await gw.call_tool("t", "time__misbehave", {"case": case}, progress)
+            assert [getattr(c, "text", "") for c in result.content] == [f"ok after {case}"], (case, result)
+        for case in ("error-string", "error-shapeless", "no-result", "result-list"):
+            with anyio.fail_after(10), pytest.raises(MCPError, match="time answered tools/call with a malformed"):
+                await gw.call_tool("t", "time__misbehave", {"case": case})
+        assert not progressed  # "many" is not a number: that progress was dropped, not passed on
+        assert gw.upstreams()[("time", "shared")].restarts == 0
 
 
 async def test_server_stderr_reaches_the_gateway_log(home: Home, caplog: pytest.LogCaptureFixture) -> None:

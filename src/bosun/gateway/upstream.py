@@ -103,7 +103,12 @@ class Wire:
         if reply is None:
             raise UpstreamError(self._closed or f"server {self._server!r} closed the connection")
         if "error" in reply:
-            raise MCPError.from_error_data(types.ErrorData.model_validate(reply["error"]))
+            try:
+                error = types.ErrorData.model_validate(reply["error"])
+            except ValueError:
+                why = f"{self._server} answered {method} with a malformed error"
+                raise MCPError(types.INTERNAL_ERROR, why) from None
+            raise MCPError.from_error_data(error)
         return reply.get("result")
 
     async def take(self, message: Any) -> bool:
@@ -128,13 +133,20 @@ class Wire:
             with contextlib.suppress(Exception):
                 await self._on_log(log_params)
             return True
-        if message.get("method") == "notifications/progress":
-            params = message.get("params") or {}
+        params = message.get("params")
+        if message.get("method") == "notifications/progress" and isinstance(params, dict):
             waiting = self._waiting.get(str(params.get("progressToken")))
             if waiting is None or waiting.progress is None:
                 return False
+            try:
+                done, total = float(params.get("progress", 0)), params.get("total")
+                total = None if total is None else float(total)
+            except (TypeError, ValueError):  # not numbers: not passed on to a client that would choke on them
+                server_log.warning("malformed progress notification", extra={"server": self._server})
+                return True
+            text = params.get("message")
             with contextlib.suppress(Exception):
-                await waiting.progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
+                await waiting.progress(done, total, text if isinstance(text, str) else None)
             return True
         return False
 
