@@ -99,6 +99,7 @@ class ServerSettings(BaseModel):
 
     enabled: bool = True
     mounts: list[MountGrant] = []
+    call_timeout_s: float | None = Field(default=None, gt=0)  # this server's own limit, over the gateway's
 
 
 class VulnSettings(BaseModel):
@@ -141,9 +142,16 @@ class Settings(YamlFile):
     # with no engine process relaying (the engine must share this host's files: a local Linux engine);
     # attach: the engine's attach stream, which works with any engine. Images Bosun did not build use attach.
     stdio: Literal["fifo", "attach"] = "fifo"
+    # How long a tool call waits for its server's answer; then the server is told the call is cancelled and
+    # the agent gets an error. A server whose tools run longer gets its own (servers.NAME.call_timeout_s).
+    call_timeout_s: float = Field(default=300, gt=0)
 
     def enabled(self) -> list[str]:
         return sorted(name for name, s in self.servers.items() if s.enabled)
+
+    def call_timeout(self, name: str) -> float:
+        server = self.servers.get(name)
+        return server.call_timeout_s if server is not None and server.call_timeout_s else self.call_timeout_s
 
     def is_enabled(self, name: str) -> bool:
         server = self.servers.get(name)

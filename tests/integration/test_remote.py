@@ -25,6 +25,7 @@ from fixtures.processes import free_port, started
 from fixtures.tls import issue as tls_issue
 
 from bosun.audit.log import AuditLog
+from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.images.lock import Lock
@@ -127,6 +128,21 @@ async def test_a_remote_server_is_reached_governed_and_reconnected(home: Home) -
             assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
     calls = [(r.tool, r.outcome) for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
     assert calls == [("whoami", "ok"), ("whoami", "refused"), ("whoami", "refused"), ("whoami", "ok")]
+
+
+async def test_a_remote_call_unanswered_in_time_fails_and_the_remote_serves_on(home: Home) -> None:
+    port = free_port()
+    _add(home, port)
+    settings = Settings.load(home.config_file)
+    settings.servers["faraway"].call_timeout_s = 1
+    settings.save(home.config_file)
+    async with Gateway(home, DockerBackend()) as gw:
+        with remote(port):
+            with anyio.fail_after(15):
+                late = await gw.call_tool("c", "faraway__wait", {"seconds": 30})
+            assert late.is_error and "did not answer wait within 1 s" in _text(late)
+            assert _text(await gw.call_tool("c", "faraway__wait", {"seconds": 0.1})) == "waited 0.1 s"
+            assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
 
 
 async def test_a_remote_over_the_older_sse_transport(home: Home) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from _util import bosun_cmd, env_for, override_entry, sh
 from mcp.shared.exceptions import MCPError
 
+from bosun.audit.log import AuditLog
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -144,6 +146,26 @@ async def test_a_server_answering_with_malformed_messages_gets_clear_errors_and_
                 await gw.call_tool("t", "time__misbehave", {"case": case})
         assert not progressed  # "many" is not a number: that progress was dropped, not passed on
         assert gw.upstreams()[("time", "shared")].restarts == 0
+
+
+async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in_time(home: Home) -> None:
+    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    settings = Settings.load(home.config_file)
+    settings.servers["time"].call_timeout_s = 1.5
+    settings.save(home.config_file)
+    async with Gateway(home, DockerBackend()) as gw:
+        started = time.monotonic()
+        with anyio.fail_after(15):
+            hung = await gw.call_tool("t", "time__misbehave", {"case": "hang"})
+        waited = time.monotonic() - started
+        assert hung.is_error and "did not answer misbehave within 1.5 s" in str(hung.content[0].text)  # type: ignore[union-attr]
+        assert 1.4 < waited < 10
+        # The server was told, and the connection serves on.
+        seen = await gw.call_tool("t", "time__misbehave", {"case": "cancelled"})
+        assert len(json.loads(seen.content[0].text)) == 1  # type: ignore[union-attr]
+        assert gw.upstreams()[("time", "shared")].restarts == 0
+    refused = [r for r in AuditLog(home.audit_db).records() if r.tool == "misbehave" and r.outcome == "refused"]
+    assert len(refused) == 1 and "did not answer" in refused[0].reason
 
 
 async def test_server_stderr_reaches_the_gateway_log(home: Home, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,13 @@ def test_sensitive_mount_needs_the_explicit_flag(tmp_path: Path, monkeypatch: py
     with pytest.raises(ConfigError, match=r"refused: .*SSH keys.*--allow-sensitive"):
         MountGrant.parse(f"{tmp_path}/.ssh:/keys")
     assert MountGrant.parse(f"{tmp_path}/.ssh:/keys", allow_sensitive=True).read_only
+
+
+def test_a_servers_own_call_timeout_overrides_the_gateways_and_none_may_be_zero(tmp_path: Path) -> None:
+    s = Settings.model_validate({"call_timeout_s": 60, "servers": {"slow": {"call_timeout_s": 900}, "time": {}}})
+    assert (s.call_timeout("slow"), s.call_timeout("time"), s.call_timeout("unknown")) == (900, 60, 60)
+    assert Settings().call_timeout("time") == 300
+    for bad in ({"call_timeout_s": 0}, {"servers": {"slow": {"call_timeout_s": -1}}}):
+        (tmp_path / "config.yaml").write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match="call_timeout_s"):
+            Settings.load(tmp_path / "config.yaml")

@@ -718,7 +718,8 @@ class Gateway:
         route = await self._tool_route(client, public)
         upstream = self.upstream(route.server, client)
         with upstream.relay.serving(downstream):
-            result = await upstream.call_tool(route.name, arguments or {}, progress)
+            timeout_s = self.settings.call_timeout(route.server)
+            result = await upstream.call_tool(route.name, arguments or {}, progress, timeout_s)
         result, hits = self.redactor.model(result)
         return result, hits
 

@@ -50,6 +50,11 @@ def _future() -> asyncio.Future[None]:
     return asyncio.get_running_loop().create_future()
 
 
+def _unanswered(server: str, what: str, timeout_s: float) -> str:
+    return (f"server {server!r} did not answer {what} within {timeout_s:g} s, so it was cancelled (a server's "
+            "calls may take longer with servers.NAME.call_timeout_s in the config)")  # fmt: skip
+
+
 @dataclass
 class _Waiting:
     # A bare future rather than an anyio Event, which looks up the running async library each time it
@@ -57,6 +62,12 @@ class _Waiting:
     reply: asyncio.Future[None] = field(default_factory=_future)
     message: dict[str, Any] | None = None
     progress: ProgressFnT | None = None
+    expired: bool = False
+
+
+def _expire(waiting: _Waiting) -> None:
+    waiting.expired = True
+    _wake(waiting)
 
 
 class Wire:
@@ -78,13 +89,20 @@ class Wire:
         self._waiting: dict[str, _Waiting] = {}
         self._closed: str | None = None
 
-    async def request(self, method: str, params: dict[str, Any], progress: ProgressFnT | None = None) -> Any:
-        """The ``result`` of the server's reply; ``MCPError`` for an error reply, ``UpstreamError`` if it goes away."""
+    async def request(
+        self, method: str, params: dict[str, Any], progress: ProgressFnT | None = None,
+        timeout_s: float | None = None, what: str = "",
+    ) -> Any:  # fmt: skip
+        """The ``result`` of the server's reply; ``MCPError`` for an error reply, ``UpstreamError`` if it goes away
+        or does not answer within ``timeout_s`` (then the request is cancelled at the server)."""
         if self._closed:
             raise UpstreamError(self._closed)
         request_id = f"bosun-{next(self._ids)}"
         waiting = self._waiting[request_id] = _Waiting(progress=progress)
         meta: dict[str, Any] = {"progressToken": request_id} if progress is not None else {}
+        # A timer handle, not a cancel scope around the wait: a cancel scope's set-up and tear-down on every
+        # call cost several times more (see lane._Cancellable).
+        expiry = asyncio.get_running_loop().call_later(timeout_s, _expire, waiting) if timeout_s else None
         try:
             with traces.outbound(method, str(params.get("name", "")), request_id, meta):
                 if meta:
@@ -92,13 +110,20 @@ class Wire:
                 message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
                 await self._channel.send(pydantic_core.to_json(message) + b"\n")
                 await waiting.reply
+                if waiting.expired and waiting.message is None:
+                    raise TimeoutError
         except BaseException:
             if self._waiting.pop(request_id, None) is not None and not self._closed:
-                # Cancelled (the client gave up): tell the server too, as the SDK's session would.
+                # Cancelled (the client gave up, or the time ran out): tell the server too, as the SDK's session would.
                 cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self._channel.send(pydantic_core.to_json(cancel) + b"\n")
+            if waiting.expired and waiting.message is None and timeout_s:
+                raise UpstreamError(_unanswered(self._server, what or method, timeout_s)) from None
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
         reply = waiting.message
         if reply is None:
             raise UpstreamError(self._closed or f"server {self._server!r} closed the connection")
@@ -452,19 +477,26 @@ class Upstream:
             self._on_resource_updated(self.name, str(message.params.uri))
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any], progress: ProgressFnT | None = None
+        self, name: str, arguments: dict[str, Any], progress: ProgressFnT | None = None, timeout_s: float | None = None
     ) -> types.CallToolResult:
-        """One ``tools/call`` on the wire (see the module's docstring)."""
+        """One ``tools/call`` on the wire (see the module's docstring); unanswered after ``timeout_s``, it is
+        cancelled at the server and fails (``UpstreamError``)."""
         session = await self.session()
         live = self._live
         if live is None:
             raise UpstreamError(f"server {self.name!r} stopped")
         if live.link.wire is None:
             try:
-                return await session.call_tool(name, arguments, progress_callback=progress)
+                return await session.call_tool(name, arguments, read_timeout_seconds=timeout_s,
+                                               progress_callback=progress)  # fmt: skip
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as e:
                 raise UpstreamError(f"server {self.name!r} went away during the call ({e})") from None
-        result = await live.link.wire.request("tools/call", {"name": name, "arguments": arguments}, progress)
+            except MCPError as e:
+                if e.error.code == types.REQUEST_TIMEOUT and timeout_s is not None:
+                    raise UpstreamError(_unanswered(self.name, name, timeout_s)) from None
+                raise
+        params = {"name": name, "arguments": arguments}
+        result = await live.link.wire.request("tools/call", params, progress, timeout_s, name)
         try:
             return types.CallToolResult.model_validate(result)
         except ValueError as e:
