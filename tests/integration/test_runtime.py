@@ -168,6 +168,23 @@ async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in
     assert len(refused) == 1 and "did not answer" in refused[0].reason
 
 
+@pytest.mark.parametrize("case", ["long-line", "close-stdout"])
+async def test_a_server_whose_output_breaks_off_is_restarted(home: Home, case: str) -> None:
+    """Its container still runs, but nothing it says can be read any more: the call fails, and the next one
+    gets a fresh container rather than the same dead end until the idle timeout."""
+    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    async with Gateway(home, DockerBackend()) as gw:
+        with anyio.fail_after(30):
+            broken = await gw.call_tool("t", "time__misbehave", {"case": case})
+        why = {"long-line": "wrote a line over 16 MiB; it was cut off", "close-stdout": "closed its connection"}[case]
+        assert broken.is_error and why in str(broken.content[0].text), broken  # type: ignore[union-attr]
+        with anyio.fail_after(30):
+            while (fine := await gw.call_tool("t", "time__misbehave", {"case": "fine"})).is_error:
+                await anyio.sleep(0.5)
+        assert str(fine.content[0].text) == "ok after fine"  # type: ignore[union-attr]
+        assert gw.upstreams()[("time", "shared")].restarts == 1
+
+
 async def test_server_stderr_reaches_the_gateway_log(home: Home, caplog: pytest.LogCaptureFixture) -> None:
     override_entry(home, "time", command=["sh", "-c", "echo time server says hello >&2; exec mcp-server-time"])
     caplog.set_level(logging.INFO, logger="bosun.server")

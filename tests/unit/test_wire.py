@@ -9,6 +9,7 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from bosun.gateway import upstream
 from bosun.gateway.upstream import UpstreamError, Wire
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +103,46 @@ async def test_calls_in_flight_fail_cleanly_when_the_server_goes_away() -> None:
         wire.close("server 's' closed its connection")
     with pytest.raises(UpstreamError):
         await wire.request("tools/call", {"name": "t"})
+
+
+class Script:
+    """A channel whose server's output arrives in the given pieces, then ends."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+
+    async def send(self, data: bytes) -> None:
+        pass
+
+    async def receive(self) -> bytes:
+        if not self.pieces:
+            raise anyio.EndOfStream
+        return self.pieces.pop(0)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _note(n: int) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                       "params": {"level": "info", "data": n}}).encode()  # fmt: skip
+
+
+async def _read(pieces: list[bytes]) -> tuple[list[Any], str | None]:
+    channel = Script(pieces)
+    wire = Wire(channel, "s")  # type: ignore[arg-type]  # the channel's three methods are all it uses
+    async with upstream.channel_transport(channel, "s", wire) as (read, _write):  # type: ignore[arg-type]
+        got = [m.message.params["data"] async for m in read]  # type: ignore[union-attr]
+    return got, wire.closed
+
+
+async def test_lines_are_framed_however_the_output_is_cut() -> None:
+    one, two, three = _note(1), _note(2), _note(3)
+    pieces = [one[:10], one[10:20], one[20:] + b"\n" + two[:5], two[5:] + b"\n\n", three + b"\n"]
+    assert await _read(pieces) == ([1, 2, 3], "server 's' closed its connection")
+
+
+async def test_a_line_with_no_end_in_sight_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream, "_MAX_LINE", 100)
+    got, closed = await _read([_note(1) + b"\n" + b"x" * 60, b"x" * 60, _note(2) + b"\n"])
+    assert got == [1] and closed is not None and "wrote a line over" in closed

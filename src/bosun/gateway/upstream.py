@@ -181,6 +181,11 @@ class Wire:
                     waiting.expired = True
                     _wake(waiting)
 
+    @property
+    def closed(self) -> str | None:
+        """Why the server's output can no longer be read (it ended, or broke the protocol), or None."""
+        return self._closed
+
     def close(self, why: str) -> None:
         self._closed = why
         for waiting in self._waiting.values():
@@ -208,15 +213,30 @@ async def channel_transport(
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](64)
 
     async def reader() -> None:
-        buf = b""
+        # The start of a line still to be ended, kept in pieces: joined each time more came, a server writing
+        # megabytes without a newline would have the loop copy and scan them again for every piece.
+        partial: list[bytes] = []
+        size = 0
+        closed = f"server {server!r} closed its connection"
         async with read_send:
             try:
                 while True:
-                    buf += await channel.receive()
-                    *lines, buf = buf.split(b"\n")
-                    if len(buf) > _MAX_LINE:
-                        log.error("server %s wrote an over-long line; dropping the connection", server)
-                        return
+                    data = await channel.receive()
+                    if b"\n" not in data:
+                        partial.append(data)
+                        size += len(data)
+                        if size > _MAX_LINE:
+                            closed = f"server {server!r} wrote a line over {_MAX_LINE >> 20} MiB; it was cut off"
+                            log.error("%s", closed)
+                            return
+                        continue
+                    if partial:
+                        data = b"".join([*partial, data])
+                        partial.clear()
+                    *lines, rest = data.split(b"\n")
+                    if rest:
+                        partial.append(rest)
+                    size = len(rest)
                     for line in lines:
                         if not line.strip():
                             continue
@@ -234,7 +254,7 @@ async def channel_transport(
                 return
             finally:
                 if wire is not None:
-                    wire.close(f"server {server!r} closed its connection")
+                    wire.close(closed)
 
     async def writer() -> None:
         async with write_recv:
@@ -295,6 +315,8 @@ def container_connector(
             wire = Wire(channel, server, on_log=relay.logging)
 
             async def lost(_: ClientSession) -> str | None:
+                if wire.closed is not None:  # running, maybe, but nothing it says can be read any more
+                    return f"{wire.closed}; it restarts on next use"
                 try:
                     state = (await backend.inspect(container.id)).get("State", {})
                 except Exception as e:
