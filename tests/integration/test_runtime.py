@@ -168,6 +168,22 @@ async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in
     assert len(refused) == 1 and "did not answer" in refused[0].reason
 
 
+async def test_calls_to_a_server_that_stopped_reading_fail_in_time(home: Home) -> None:
+    """Its stdin fills up: the calls written after that wait to be written, and time out all the same."""
+    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    settings = Settings.load(home.config_file)
+    settings.servers["time"].call_timeout_s = 1.5
+    settings.save(home.config_file)
+    async with Gateway(home, DockerBackend()) as gw:
+        assert not (await gw.call_tool("t", "time__misbehave", {"case": "deaf"})).is_error
+        for size in (400_000, 10):  # the first fills the pipe and the gateway's buffer; the second waits to be written
+            started = time.monotonic()
+            with anyio.fail_after(15):
+                late = await gw.call_tool("t", "time__misbehave", {"case": "x" * size})
+            assert late.is_error and "did not answer misbehave within 1.5 s" in str(late.content[0].text)  # type: ignore[union-attr]
+            assert time.monotonic() - started < 5
+
+
 @pytest.mark.parametrize("case", ["long-line", "close-stdout"])
 async def test_a_server_whose_output_breaks_off_is_restarted(home: Home, case: str) -> None:
     """Its container still runs, but nothing it says can be read any more: the call fails, and the next one

@@ -66,6 +66,7 @@ class _Waiting:
     progress: ProgressFnT | None = None
     deadline: float = math.inf
     expired: bool = False
+    sending: asyncio.Task[Any] | None = None  # the caller, while its request waits to be written
 
 
 class Wire:
@@ -100,22 +101,27 @@ class Wire:
         meta: dict[str, Any] = {"progressToken": request_id} if progress is not None else {}
         if timeout_s:
             waiting.deadline = time.monotonic() + timeout_s  # watched by ``expire_overdue``
+            waiting.sending = asyncio.current_task()
         try:
             with traces.outbound(method, str(params.get("name", "")), request_id, meta):
                 if meta:
                     params = {**params, "_meta": meta}
                 message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
                 await self._channel.send(pydantic_core.to_json(message) + b"\n")
+                waiting.sending = None
                 await waiting.reply
                 if waiting.expired and waiting.message is None:
                     raise TimeoutError
-        except BaseException:
+        except BaseException as e:
             if self._waiting.pop(request_id, None) is not None and not self._closed:
-                # Cancelled (the client gave up, or the time ran out): tell the server too, as the SDK's session would.
+                # Cancelled (the client gave up, or the time ran out): tell the server too, as the SDK's session
+                # would; briefly, as a server that stopped reading would never take it.
                 cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                with anyio.move_on_after(1, shield=True), contextlib.suppress(Exception):
                     await self._channel.send(pydantic_core.to_json(cancel) + b"\n")
             if waiting.expired and waiting.message is None and timeout_s:
+                if isinstance(e, asyncio.CancelledError) and (task := asyncio.current_task()) is not None:
+                    task.uncancel()  # the cancellation was ``expire_overdue``'s, for this time-out alone
                 raise UpstreamError(_unanswered(self._server, what or method, timeout_s)) from None
             raise
         reply = waiting.message
@@ -179,7 +185,10 @@ class Wire:
             for waiting in self._waiting.values():
                 if waiting.deadline < now and not waiting.expired:
                     waiting.expired = True
-                    _wake(waiting)
+                    if waiting.sending is not None:  # a server that stopped reading: its caller is stuck writing
+                        waiting.sending.cancel()
+                    else:
+                        _wake(waiting)
 
     @property
     def closed(self) -> str | None:
@@ -315,14 +324,14 @@ def container_connector(
             wire = Wire(channel, server, on_log=relay.logging)
 
             async def lost(_: ClientSession) -> str | None:
-                if wire.closed is not None:  # running, maybe, but nothing it says can be read any more
-                    return f"{wire.closed}; it restarts on next use"
                 try:
                     state = (await backend.inspect(container.id)).get("State", {})
                 except Exception as e:
                     return f"the engine cannot say how the container is ({e})"
                 if isinstance(state, dict) and not state.get("Running", False):
                     return f"container exited (code {state.get('ExitCode')}); it restarts on next use"
+                if wire.closed is not None:  # running, but nothing it says can be read any more
+                    return f"{wire.closed}; it restarts on next use"
                 return None
 
             async with channel_transport(channel, server, wire) as (read, write):
