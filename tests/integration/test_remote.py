@@ -23,6 +23,7 @@ import pytest
 from _util import bosun_cmd, env_for, run_bosun
 from fixtures.processes import free_port, started
 from fixtures.tls import issue as tls_issue
+from mcp.shared.exceptions import MCPError
 
 from bosun.audit.log import AuditLog
 from bosun.config import Settings
@@ -39,9 +40,10 @@ TOKEN = "remote-token-7f3a9c"
 
 
 @contextmanager
-def remote(port: int) -> Iterator[None]:
+def remote(port: int, *mode: str) -> Iterator[None]:
     # Any answer means up: without the token the fixture says 401.
-    with started([sys.executable, str(SERVER), str(port), TOKEN], f"http://127.0.0.1:{port}/mcp", "the remote"):
+    argv = [sys.executable, str(SERVER), str(port), TOKEN, *mode]
+    with started(argv, f"http://127.0.0.1:{port}/mcp", "the remote"):
         yield
 
 
@@ -142,6 +144,20 @@ async def test_a_remote_call_unanswered_in_time_fails_and_the_remote_serves_on(h
                 late = await gw.call_tool("c", "faraway__wait", {"seconds": 30})
             assert late.is_error and "did not answer wait within 1 s" in _text(late)
             assert _text(await gw.call_tool("c", "faraway__wait", {"seconds": 0.1})) == "waited 0.1 s"
+            assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
+
+
+@pytest.mark.parametrize("mode", ["events", "json"])
+async def test_a_remote_answer_may_be_large_but_not_without_bound(home: Home, mode: str) -> None:
+    """One message from a remote, in an event or a JSON body, is held whole: up to 16 MiB, as a container's
+    line; a larger one fails that call only."""
+    port = free_port()
+    _add(home, port)
+    async with Gateway(home, DockerBackend()) as gw:
+        with remote(port, *(["json"] if mode == "json" else [])):
+            assert len(_text(await gw.call_tool("c", "faraway__big", {"mib": 3}))) == 3 * 2**20
+            with anyio.fail_after(60), pytest.raises(MCPError, match=r"over 16 MiB|exceeded the 16777216 byte limit"):
+                await gw.call_tool("c", "faraway__big", {"mib": 20})
             assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
 
 

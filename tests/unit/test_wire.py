@@ -143,6 +143,6 @@ async def test_lines_are_framed_however_the_output_is_cut() -> None:
 
 
 async def test_a_line_with_no_end_in_sight_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upstream, "_MAX_LINE", 100)
+    monkeypatch.setattr(upstream, "MAX_MESSAGE", 100)
     got, closed = await _read([_note(1) + b"\n" + b"x" * 60, b"x" * 60, _note(2) + b"\n"])
     assert got == [1] and closed is not None and "wrote a line over" in closed

@@ -17,9 +17,48 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bosun.catalog.models import RemoteSource
 from bosun.gateway.downstream import Relay
-from bosun.gateway.upstream import Connector, Link
+from bosun.gateway.upstream import MAX_MESSAGE, Connector, Link
 
 PING_TIMEOUT_S = 10.0
+
+
+class MessageTooLarge(httpx2.StreamError):
+    """A remote's answer over ``MAX_MESSAGE``: the SDK fails that request with it as a parse error."""
+
+
+class _Bounded(httpx2.AsyncByteStream):
+    def __init__(self, body: httpx2.AsyncByteStream, url: str) -> None:
+        self._body = body
+        self._url = url
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._body:
+            size += len(chunk)
+            if size > MAX_MESSAGE:
+                raise MessageTooLarge(f"{self._url} answered with over {MAX_MESSAGE >> 20} MiB in one message")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
+class _BoundedBodies(httpx2.AsyncBaseTransport):
+    """A remote's answers, each at most ``MAX_MESSAGE`` as a container's line is: the SDK reads a JSON answer
+    whole, with no bound of its own (an event stream's events it bounds itself, told the same limit)."""
+
+    def __init__(self, verify: ssl.SSLContext) -> None:
+        self._transport = httpx2.AsyncHTTPTransport(verify=verify)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._transport.handle_async_request(request)
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            response.stream = _Bounded(response.stream, str(request.url))
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 def tls_context(source: RemoteSource) -> ssl.SSLContext:
@@ -51,8 +90,8 @@ def remote_connector(
             return
         timeout = httpx2.Timeout(30, read=300)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify) as http,
-            streamable_http_client(source.url, http_client=http) as streams,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, transport=_BoundedBodies(verify)) as http,
+            streamable_http_client(source.url, http_client=http, max_sse_event_size=MAX_MESSAGE) as streams,
         ):
             yield Link(streams[0], streams[1], source.url, _unanswered_ping, reconnect=True)
 

@@ -40,7 +40,7 @@ from bosun.telemetry import traces
 log = logging.getLogger("bosun.upstream")
 server_log = logging.getLogger("bosun.server")
 
-_MAX_LINE = 16 * 1024 * 1024  # one JSON-RPC message; a server that streams more without a newline is broken
+MAX_MESSAGE = 16 * 1024 * 1024  # one JSON-RPC message; a server that streams more without a newline is broken
 _EXPIRY_CHECK_S = 0.25  # how late a call's timeout may be noticed
 
 
@@ -234,8 +234,8 @@ async def channel_transport(
                     if b"\n" not in data:
                         partial.append(data)
                         size += len(data)
-                        if size > _MAX_LINE:
-                            closed = f"server {server!r} wrote a line over {_MAX_LINE >> 20} MiB; it was cut off"
+                        if size > MAX_MESSAGE:
+                            closed = f"server {server!r} wrote a line over {MAX_MESSAGE >> 20} MiB; it was cut off"
                             log.error("%s", closed)
                             return
                         continue
