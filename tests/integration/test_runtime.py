@@ -125,12 +125,21 @@ async def test_server_that_prints_garbage_on_stdout_still_works(home: Home) -> N
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile" / "server.py"
 
 
+def _hostile(home: Home, call_timeout_s: float | None = None) -> None:
+    """The ``time`` entry's image running the hostile server, with a call timeout of its own if given."""
+    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    if call_timeout_s is not None:
+        settings = Settings.load(home.config_file)
+        settings.servers["time"].call_timeout_s = call_timeout_s
+        settings.save(home.config_file)
+
+
 async def test_a_server_answering_with_malformed_messages_gets_clear_errors_and_keeps_its_connection(
     home: Home,
 ) -> None:
     """Malformed progress and log notifications, replies to nobody, and replies that are not a result: each
     is dropped or answered as a malformed reply, and the server's one connection serves on."""
-    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    _hostile(home)
     progressed: list[float] = []
 
     async def progress(done: float, total: float | None, message: str | None) -> None:
@@ -149,10 +158,7 @@ async def test_a_server_answering_with_malformed_messages_gets_clear_errors_and_
 
 
 async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in_time(home: Home) -> None:
-    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
-    settings = Settings.load(home.config_file)
-    settings.servers["time"].call_timeout_s = 1.5
-    settings.save(home.config_file)
+    _hostile(home, call_timeout_s=1.5)
     async with Gateway(home, DockerBackend()) as gw:
         started = time.monotonic()
         with anyio.fail_after(15):
@@ -170,10 +176,7 @@ async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in
 
 async def test_calls_to_a_server_that_stopped_reading_fail_in_time(home: Home) -> None:
     """Its stdin fills up: the calls written after that wait to be written, and time out all the same."""
-    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
-    settings = Settings.load(home.config_file)
-    settings.servers["time"].call_timeout_s = 1.5
-    settings.save(home.config_file)
+    _hostile(home, call_timeout_s=1.5)
     async with Gateway(home, DockerBackend()) as gw:
         assert not (await gw.call_tool("t", "time__misbehave", {"case": "deaf"})).is_error
         for size in (400_000, 10):  # the first fills the pipe and the gateway's buffer; the second waits to be written
@@ -188,7 +191,7 @@ async def test_calls_to_a_server_that_stopped_reading_fail_in_time(home: Home) -
 async def test_a_server_whose_output_breaks_off_is_restarted(home: Home, case: str) -> None:
     """Its container still runs, but nothing it says can be read any more: the call fails, and the next one
     gets a fresh container rather than the same dead end until the idle timeout."""
-    override_entry(home, "time", command=["python3", "-c", HOSTILE.read_text()])
+    _hostile(home)
     async with Gateway(home, DockerBackend()) as gw:
         with anyio.fail_after(30):
             broken = await gw.call_tool("t", "time__misbehave", {"case": case})
