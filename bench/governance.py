@@ -36,7 +36,8 @@ from typing import Any
 import anyio
 import httpx
 
-from bosun.audit.log import Anchor, Record
+from bosun.audit.journal import Chained
+from bosun.audit.log import Record
 from bosun.catalog.loader import load_catalog
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
@@ -60,10 +61,10 @@ MESSAGE = "the quarterly numbers look fine and the meeting moves to Thursday at 
 
 
 class NoAudit:
-    """Stands in for the audit log in the configurations that leave it out."""
+    """Stands in for the audit journal in the configurations that leave it out."""
 
-    def append_all(self, records: list[Record]) -> list[Anchor]:
-        return [Anchor(0, "")] * len(records)
+    def write(self, records: list[Record], chained: list[Chained | None]) -> None:
+        pass
 
 
 def policy(rules: int, *, flow: bool, screening: bool) -> Engine:
@@ -85,7 +86,7 @@ def policy(rules: int, *, flow: bool, screening: bool) -> Engine:
 
 def configure(gw: Gateway, real_audit: Any, name: str, rules: int) -> None:
     layers = CONFIGS[name]
-    gw.committer.log = real_audit if "audit" in layers else NoAudit()
+    gw.committer.sink = real_audit if "audit" in layers else NoAudit()
     gw.policy = policy(rules if "policy" in layers else 0, flow="flow" in layers, screening="screening" in layers)
     gw.redactor = Redactor({}, formats="redaction" in layers)
 
@@ -103,7 +104,7 @@ CONFIGS = {
 async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in CONFIGS}
     async with Gateway(home, DockerBackend()) as gw:
-        real_audit = gw.committer.log
+        real_audit = gw.committer.sink
         for i in range(50):  # container started, routes and pins loaded
             await gw.call_tool("bench", TOOL, {"message": f"warm-up {i}"})
         for r in range(rounds):
@@ -115,7 +116,7 @@ async def measure(home: Home, calls: int, rules: int, rounds: int = 10) -> dict[
                     result = await gw.call_tool(session, TOOL, {"message": f"{MESSAGE} {r}-{i}"})
                     samples[name].append((time.perf_counter() - t0) * 1000)
                     assert not result.is_error, result
-        gw.committer.log = real_audit
+        gw.committer.sink = real_audit
     return samples
 
 
@@ -136,7 +137,7 @@ async def measure_http(home: Home, calls: int, rules: int, seconds: float, round
     url, headers = f"http://127.0.0.1:{port}/mcp", {"Authorization": f"Bearer {token}"}
     async with Gateway(home, DockerBackend()) as gw, anyio.create_task_group() as tg:
         tg.start_soon(serve_http, gw, build_server(gw), "127.0.0.1", port, token)
-        real_audit = gw.committer.log
+        real_audit = gw.committer.sink
         with multiprocessing.get_context("spawn").Pool(1) as client:
             await anyio.to_thread.run_sync(_wait_up, f"http://127.0.0.1:{port}/healthz")
             await anyio.to_thread.run_sync(peers.http_throughput, url, headers, TOOL, 16, 1.0, None)  # warm
@@ -154,7 +155,7 @@ async def measure_http(home: Home, calls: int, rules: int, seconds: float, round
                                                              None)  # fmt: skip
                     rates[name].append(rate)
                     cpu[name].append((time.process_time() - used) / (rate * seconds) * 1e6)
-        gw.committer.log = real_audit
+        gw.committer.sink = real_audit
         tg.cancel_scope.cancel()
     return latency, rates, cpu
 

@@ -11,6 +11,8 @@ import docker
 import httpx
 import yaml
 
+from bosun.audit.journal import settle
+from bosun.audit.log import AuditLog
 from bosun.catalog.loader import load_catalog
 from bosun.config import ServerSettings, Settings
 from bosun.home import Home
@@ -19,6 +21,13 @@ if TYPE_CHECKING:
     from conftest import HttpGateway
 
 HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+
+
+def audit_log(home: Home) -> AuditLog:
+    """The audit as a reader sees it (as `bosun audit` does): once every call answered so far is chained."""
+    log = AuditLog(home.audit_db)
+    assert settle(log), "a gateway's journal was not chained within 5 s"
+    return log
 
 
 def bosun_cmd(*args: str) -> list[str]:

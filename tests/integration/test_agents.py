@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import jwt
-from _util import open_session, post, run_bosun
+from _util import audit_log, open_session, post, run_bosun
 from conftest import HttpGateway, start_http_gateway
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bosun.audit.log import AuditLog
 from bosun.home import Home
 
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -35,7 +34,7 @@ def test_tokens_name_agents_and_sessions_stay_theirs(http_gateway: HttpGateway) 
     # A client cannot claim another agent by header: the gateway sets it from the token.
     bob_sid = open_session(http_gateway, bob)
     assert post(http_gateway, bob, CALL, **{"mcp-session-id": bob_sid, "x-bosun-agent": "alice"}).status_code == 200
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     assert [r.agent for r in calls] == ["alice", "bob"]
 
     run_bosun(home, "agent", "revoke", "alice")
@@ -68,5 +67,5 @@ def test_oidc_tokens_name_agents_and_other_audiences_are_refused(home: Home, tmp
         assert "denied by policy (no-interns)" in refused.text  # groups come from the token
         assert post(gw, issued("carol@acme.example", ["staff"], aud="payroll"), CALL).status_code == 401
         assert post(gw, issued("operator", []), CALL).status_code == 401
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     assert [(r.agent, r.decision) for r in calls] == [("carol@acme.example", "allow"), ("ivan@acme.example", "deny")]

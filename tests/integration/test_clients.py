@@ -9,10 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _util import bosun_cmd
+from _util import audit_log, bosun_cmd
 from mcp import Client, StdioServerParameters
 
-from bosun.audit.log import AuditLog
 from bosun.home import Home
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +34,7 @@ async def test_a_connected_client_reaches_the_gateway_as_its_own_agent(home: Hom
     async with Client(params) as client:
         result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert not result.is_error
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     assert [(r.agent, r.tool) for r in calls] == [("cursor", "get_current_time")]
 
     listed = await anyio.run_process(bosun_cmd("client", "ls", "--json"), env=env)

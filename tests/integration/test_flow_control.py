@@ -11,11 +11,10 @@ import anyio
 import docker
 import mcp.types as types
 import pytest
-from _util import run_bosun
+from _util import audit_log, run_bosun
 from fixtures.office import scenarios
 from fixtures.office.scenarios import SCENARIOS, install, run
 
-from bosun.audit.log import AuditLog
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.policy.asks import Asks
@@ -59,7 +58,7 @@ async def test_legitimate_sessions_pass_and_injected_ones_stop_at_the_harmful_ca
     assert "flow:private-payload" in hidden.texts[-1] and "'Q3 forecast revenue 12 5 million'" in hidden.texts[-1]
     assert "call 2 office__read_file" in hidden.texts[-1]
 
-    records = [r for r in AuditLog(office.audit_db).records() if r.kind == "tools/call"]
+    records = [r for r in audit_log(office).records() if r.kind == "tools/call"]
     denied = [r for r in records if r.decision == "deny"]
     assert len(denied) == sum(1 for o in outcomes if o.refused_at is not None)
     assert all(any(rule.startswith("flow:") for rule in r.detail["rules"]) for r in denied)
@@ -76,7 +75,7 @@ async def test_injected_results_are_delimited_for_the_model_and_audited(office: 
     assert "looks like it contains instructions" in notice and "hidden instructions: '<IMPORTANT>'" in notice
     assert body.startswith("<untrusted-data ") and "eve@evil.example" in body
     assert len(clean.content) == 1  # nothing found, nothing added
-    screened = AuditLog(office.audit_db).records()[-2]
+    screened = audit_log(office).records()[-2]
     assert screened.detail["screening"]["action"] == "annotate"
     assert {"rule": "hidden instructions", "span": "<IMPORTANT>"} in screened.detail["screening"]["findings"]
 
@@ -124,7 +123,7 @@ async def test_credentials_are_redacted_in_arguments_and_results(office: Home) -
         sent = await gw.call_tool("s", "office__send_email", {"to": "alice@acme.example", "subject": key, "body": "x"})
         await gw.call_tool("s", "office__read_email", {"id": "lunch"})
     assert sent.content[0].text == "sent '[REDACTED:aws-access-key-id]' to alice@acme.example"  # type: ignore[union-attr]
-    kept, shapes_only = AuditLog(office.audit_db).records()[-2:]
+    kept, shapes_only = audit_log(office).records()[-2:]
     assert kept.detail["redacted_args"] == ["aws-access-key-id"]
     # The policy keeps this tool's values, and they are kept redacted; other tools keep shapes only.
     assert '"subject": "[REDACTED:aws-access-key-id]"' in kept.detail["arguments"]
@@ -148,7 +147,7 @@ async def test_resources_and_prompts_are_redacted_and_a_resource_is_screened_and
     assert refused.is_error and "call 1 office resource office://notes/shared, audit #" in refused.content[0].text  # type: ignore[union-attr]
     said = prompt.messages[0].content.text  # type: ignore[union-attr]
     assert "ghp_" not in said and "Use the token [REDACTED:github-token] for the tracker." in said
-    read, _, got = AuditLog(office.audit_db).records()[-3:]
+    read, _, got = audit_log(office).records()[-3:]
     assert read.kind == "resources/read" and read.detail["redacted"] == ["aws-access-key-id"]
     assert read.detail["screening"]["action"] == "annotate"
     assert got.kind == "prompts/get" and got.detail["redacted"] == ["github-token"]

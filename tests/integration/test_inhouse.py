@@ -10,10 +10,9 @@ from pathlib import Path
 
 import docker
 import pytest
-from _util import bosun_cmd, env_for, run_bosun
+from _util import audit_log, bosun_cmd, env_for, run_bosun
 from mcp import Client, StdioServerParameters
 
-from bosun.audit.log import AuditLog
 from bosun.catalog.signing import verify_image
 from bosun.home import Home
 from bosun.images.lock import Lock
@@ -43,7 +42,7 @@ async def test_a_python_project_folder_is_built_signed_pinned_and_served(home: H
         assert "notes__shout" in {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("notes__shout", {"text": "ship it"})
         assert not result.is_error and result.structured_content == {"result": "SHIP IT!"}
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call" and r.server == "notes"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call" and r.server == "notes"]
     assert [(r.tool, r.outcome) for r in calls] == [("shout", "ok")]
 
     # A change to the project is a new version: the lock no longer matches until it is built again.

@@ -10,10 +10,9 @@ from pathlib import Path
 import anyio
 import mcp.types as types
 import pytest
-from _util import bosun_cmd, env_for, run_bosun
+from _util import audit_log, bosun_cmd, env_for, run_bosun
 from mcp import Client, StdioServerParameters
 
-from bosun.audit.log import AuditLog
 from bosun.gateway.agents import Agents
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -106,7 +105,7 @@ async def test_policy_decides_and_explains(home: Home) -> None:
         await anyio.sleep(2.5)
         assert "memory__read_graph" not in {t.name for t in await gw.list_tools("b")}
 
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     first = calls[0]
     assert (first.agent, first.decision, first.outcome) == ("alice", "deny", "refused")
     assert first.detail["rules"] == ["interns-no-convert"]
@@ -173,7 +172,7 @@ async def test_ask_goes_to_the_calling_clients_user_through_elicitation(home: Ho
         assert declined.is_error and "the client's user did not approve the call (elicitation)" in text(declined)
     assert "rule convert-needs-a-person (conversions are audited)" in shown[0]
     assert "Agent 'operator' wants to call time__convert_time" in shown[0] and '"Europe/Paris"' in shown[0]
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     assert [(r.decision, r.detail["asked"]) for r in calls] == [
         ("allow", "approved by the client's user (elicitation)"),
         ("deny", "the client's user did not approve the call (elicitation)"),

@@ -20,12 +20,11 @@ import anyio
 import httpx
 import mcp.types as types
 import pytest
-from _util import bosun_cmd, env_for, run_bosun
+from _util import audit_log, bosun_cmd, env_for, run_bosun
 from fixtures.processes import free_port, started
 from fixtures.tls import issue as tls_issue
 from mcp.shared.exceptions import MCPError
 
-from bosun.audit.log import AuditLog
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -128,7 +127,7 @@ async def test_a_remote_server_is_reached_governed_and_reconnected(home: Home) -
                     await anyio.sleep(0.5)
             assert len(changes) > told
             assert _text(await gw.call_tool("c", "faraway__whoami", {})) == "called with a token ending 3a9c"
-    calls = [(r.tool, r.outcome) for r in AuditLog(home.audit_db).records() if r.kind == "tools/call"]
+    calls = [(r.tool, r.outcome) for r in audit_log(home).records() if r.kind == "tools/call"]
     assert calls == [("whoami", "ok"), ("whoami", "refused"), ("whoami", "refused"), ("whoami", "ok")]
 
 
@@ -300,7 +299,7 @@ async def test_a_remote_behind_oauth_is_authorized_refreshed_and_reconnected(hom
                 assert _token_number(await gw.call_tool("c", "guarded__whoami", {})) >= first + 1
     # No token ever appears in the audit.
     kept = [SecretStore(home.root).get(n) for n in ("oauth-guarded-access", "oauth-guarded-refresh")]
-    audit_text = json.dumps([r.detail for r in AuditLog(home.audit_db).records()])
+    audit_text = json.dumps([r.detail for r in audit_log(home).records()])
     assert not any(token in audit_text for token in kept)
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import anyio
 import docker
 import pytest
-from _util import bosun_cmd, env_for, override_entry, sh
+from _util import audit_log, bosun_cmd, env_for, override_entry, sh
 from mcp.shared.exceptions import MCPError
 
-from bosun.audit.log import AuditLog
 from bosun.config import Settings
 from bosun.gateway.core import Gateway
 from bosun.home import Home
@@ -170,7 +169,7 @@ async def test_a_call_its_server_does_not_answer_is_cancelled_there_and_fails_in
         seen = await gw.call_tool("t", "time__misbehave", {"case": "cancelled"})
         assert len(json.loads(seen.content[0].text)) == 1  # type: ignore[union-attr]
         assert gw.upstreams()[("time", "shared")].restarts == 0
-    refused = [r for r in AuditLog(home.audit_db).records() if r.tool == "misbehave" and r.outcome == "refused"]
+    refused = [r for r in audit_log(home).records() if r.tool == "misbehave" and r.outcome == "refused"]
     assert len(refused) == 1 and "did not answer" in refused[0].reason
 
 

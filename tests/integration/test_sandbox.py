@@ -20,11 +20,11 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from _util import PROBE, bosun_cmd, env_for
+from _util import PROBE, audit_log, bosun_cmd, env_for
 from conftest import Sites
 from fixtures.tls import issue as tls_issue
 
-from bosun.audit.log import AuditLog, Record
+from bosun.audit.log import Record
 from bosun.home import Home
 from bosun.images.base import BASE_PYTHON
 
@@ -215,7 +215,7 @@ def _claude(home: Home, workspace: Path, llm: FakeLlm, script: str, *options: st
 
 
 def _audit(home: Home, after: int = 0) -> list[Record]:
-    log = AuditLog(home.audit_db)
+    log = audit_log(home)
     try:
         return log.records(after=after)
     finally:

@@ -7,9 +7,8 @@ import logging
 
 import docker
 import pytest
-from _util import override_entry, sh
+from _util import audit_log, override_entry, sh
 
-from bosun.audit.log import AuditLog
 from bosun.gateway.core import Gateway
 from bosun.home import Home
 from bosun.runtime.docker import DockerBackend
@@ -58,7 +57,7 @@ async def test_secret_reaches_only_its_server_and_results_are_redacted(
     assert VALUE not in caplog.text
     assert all(VALUE not in json.dumps(r.__dict__, default=str) for r in caplog.records)
     # The redaction is audited by the secret's name; the value reaches no audit file.
-    calls = [r for r in AuditLog(home.audit_db).records() if r.kind == "tools/call" and r.server == "everything"]
+    calls = [r for r in audit_log(home).records() if r.kind == "tools/call" and r.server == "everything"]
     assert calls and calls[-1].detail["redacted"] == ["demo-token"]
     for f in home.root.glob("audit.db*"):
         assert VALUE.encode() not in f.read_bytes()

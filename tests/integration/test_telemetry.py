@@ -11,14 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from _util import bosun_cmd, env_for, open_session, post, run_bosun
+from _util import audit_log, bosun_cmd, env_for, open_session, post, run_bosun
 from conftest import start_http_gateway
 from fixtures.processes import free_port
 from mcp import Client, StdioServerParameters
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from bosun.audit.log import AuditLog
 from bosun.home import Home
 
 pytestmark = pytest.mark.anyio
@@ -101,7 +100,7 @@ def test_metrics_traces_and_the_audited_handshake(home: Home, collector: tuple[s
     assert attributes(denied)["bosun.decision"] == "deny"
     assert not [s for s in spans if s.parent_span_id == denied.span_id]  # refused before any upstream request
 
-    records = AuditLog(home.audit_db).records()
+    records = audit_log(home).records()
     hello = next(r for r in records if r.kind == "initialize")
     assert hello.agent == "operator" and hello.outcome == "ok"
     assert hello.detail == {"client": "t", "client_version": "1", "protocol": "2025-06-18", "capabilities": []}

@@ -1,11 +1,8 @@
-"""The gateway's records committed a loop turn at a time.
+"""The gateway's records kept a loop turn at a time.
 
-A request's record is still committed before its answer leaves: its handler awaits the commit. What
-changes is that the records of every request finishing in the same turn of the event loop share one
-transaction, whose fixed cost (the write lock, the chain's head, the WAL write) is half a lone
-record's: 27.8 us a record committed alone against 15 in fours or sixteens (``bench/audit_append.py``
-on this machine; the rest is each record's own hashing and serialising). A lone request waits one
-loop turn more than it would for its own commit.
+A request's record is kept before its answer leaves: its handler awaits it. The records of every
+request finishing in the same turn of the event loop are kept together, in one write to the gateway's
+journal (``bosun.audit.journal``), early in the next turn.
 """
 
 from __future__ import annotations
@@ -13,41 +10,43 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from bosun.audit.log import Anchor, Record
+from bosun.audit.journal import Chained
+from bosun.audit.log import Record
 
 
-class Appender(Protocol):
-    def append_all(self, records: list[Record]) -> list[Anchor]: ...
+class Sink(Protocol):
+    def write(self, records: list[Record], chained: list[Chained | None]) -> None: ...
 
 
 class Committer:
-    """Takes records from the gateway's requests and commits each turn's together, in the order given."""
+    """Takes records from the gateway's requests and keeps each turn's together, in the order given."""
 
-    def __init__(self, log: Appender) -> None:
-        self.log = log
-        self._pending: list[tuple[Record, asyncio.Future[Anchor]]] = []
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._pending: list[tuple[Record, Chained | None, asyncio.Future[None]]] = []
 
-    def submit(self, record: Record) -> asyncio.Future[Anchor]:
-        """The record's place in the chain, once it is committed (this turn's batch, committed next turn)."""
+    def submit(self, record: Record, chained: Chained | None = None) -> asyncio.Future[None]:
+        """Done once the record is kept (this turn's batch, written next turn); ``chained`` gets its place in
+        the chain later, once it is chained."""
         loop = asyncio.get_running_loop()
-        committed: asyncio.Future[Anchor] = loop.create_future()
+        kept: asyncio.Future[None] = loop.create_future()
         if not self._pending:
             loop.call_soon(self.flush)
-        self._pending.append((record, committed))
-        return committed
+        self._pending.append((record, chained, kept))
+        return kept
 
     def flush(self) -> None:
-        """Commit every record submitted so far, now; each submitter's future gets its anchor or the error."""
+        """Keep every record submitted so far, now; each submitter's future is done, or gets the error."""
         batch, self._pending = self._pending, []
         if not batch:
             return
         try:
-            anchors = self.log.append_all([record for record, _ in batch])
+            self.sink.write([record for record, _, _ in batch], [chained for _, chained, _ in batch])
         except Exception as e:
-            for _, committed in batch:
-                if not committed.done():  # a request cancelled meanwhile no longer waits for it
-                    committed.set_exception(e)
+            for _, _, kept in batch:
+                if not kept.done():  # a request cancelled meanwhile no longer waits for it
+                    kept.set_exception(e)
             return
-        for (_, committed), anchor in zip(batch, anchors, strict=True):
-            if not committed.done():
-                committed.set_result(anchor)
+        for _, _, kept in batch:
+            if not kept.done():
+                kept.set_result(None)

@@ -2,9 +2,10 @@
 
 Records live in SQLite (WAL), one row each, and carry ``hash = sha256(prev_hash, record)``. Triggers
 refuse UPDATE and DELETE, and ``verify`` recomputes the chain, so a record edited, deleted or moved
-by someone who bypasses the triggers is found and named. A record is committed before the request
-it describes is answered: a crash (even ``kill -9``) loses nothing that was acknowledged, because a
-committed WAL transaction survives the death of the process that wrote it.
+by someone who bypasses the triggers is found and named. A committed WAL transaction survives the
+death of the process that wrote it (even ``kill -9``). The gateway keeps its requests' records in a
+journal first and chains them here in batches (``bosun.audit.journal``); the CLI and the console
+append theirs directly.
 
 Arguments and results are not stored: ``detail`` holds their shape (names, types, sizes), unless the
 policy's ``audit.keep`` names the tool, and then only their redacted text, capped.
@@ -35,6 +36,7 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
     BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
     BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
+CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY);
 """
 _INSERT = f"INSERT INTO records (seq, {', '.join(_FIELDS)}, prev, hash) VALUES ({', '.join('?' * (len(_FIELDS) + 3))})"
 _DETAIL = _FIELDS.index("detail")
@@ -133,17 +135,22 @@ def _row_to_record(row: sqlite3.Row) -> Record:
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 30) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), so two gateways on one home
         # each read the chain's head and append under the same write lock.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         path.chmod(0o600)
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where gateways write their records ahead of the chain (``bosun.audit.journal``)."""
+        return self.path.with_suffix(".journal")
 
     def close(self) -> None:
         self._db.close()
@@ -156,19 +163,37 @@ class AuditLog:
         """Commit records at the head of the chain, in order, in one transaction; returns their places and
         hashes. The transaction's fixed cost (taking the write lock, reading the head, writing the WAL) is
         about half a lone record's, so records that are ready together are cheaper committed together."""
-        # Everything that does not need the chain's head is done before taking the write lock, which
-        # every gateway on this home waits for.
         now = datetime.now(UTC).isoformat(timespec="microseconds")
-        ready = []
+        payloads = []
         for record in records:
             payload = record.payload()
             payload["ts"] = record.ts or now
-            detail = _compact(record.detail)
+            payloads.append(payload)
+        anchors = self._commit(payloads)
+        assert anchors is not None
+        return anchors
+
+    def ingest(self, journal: str, payloads: Sequence[dict[str, Any]]) -> list[Anchor] | None:
+        """Commit a journal's records (``Record.payload()`` each, with its time) at the head of the chain,
+        and mark the journal as chained, in one transaction; None if it was chained already."""
+        return self._commit(payloads, journal)
+
+    def _commit(self, payloads: Sequence[dict[str, Any]], journal: str | None = None) -> list[Anchor] | None:
+        # Everything that does not need the chain's head is done before taking the write lock, which
+        # every gateway on this home waits for.
+        ready = []
+        for payload in payloads:
+            detail = _compact(payload["detail"])
             values = [payload[f] for f in _FIELDS]
             values[_DETAIL] = detail
             ready.append((payload, detail, values))
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            if journal is not None:
+                if self._db.execute("SELECT 1 FROM journals WHERE name = ?", (journal,)).fetchone():
+                    self._db.execute("ROLLBACK")
+                    return None
+                self._db.execute("INSERT INTO journals (name) VALUES (?)", (journal,))
             head = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (head[0], head[1]) if head else (0, GENESIS)
             rows, anchors = [], []
@@ -185,6 +210,14 @@ class AuditLog:
             self._db.execute("ROLLBACK")
             raise
         return anchors
+
+    def journals(self) -> set[str]:
+        """The journals marked as chained."""
+        return {row[0] for row in self._db.execute("SELECT name FROM journals")}
+
+    def forget_journals(self, names: Iterable[str]) -> None:
+        """Drop the marks of journals whose files are gone: nothing can chain them twice any more."""
+        self._db.executemany("DELETE FROM journals WHERE name = ?", [(name,) for name in names])
 
     def records(self, after: int = 0, limit: int | None = None) -> list[Record]:
         sql = "SELECT * FROM records WHERE seq > ? ORDER BY seq"

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from bosun import logs
+from bosun.audit.journal import settle
 from bosun.audit.log import Anchor, AuditLog, Record
 from bosun.catalog import sources
 from bosun.catalog.formats.common import ImportResult
@@ -1329,6 +1330,15 @@ def _audit_row(r: Record) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _audit() -> AuditLog:
+    """The audit with every call answered so far in it: what gateways that stopped left in their journals
+    is chained now, and what running ones hold is waited for (briefly)."""
+    log = AuditLog(_home().audit_db)
+    if not settle(log):
+        err_console.print("a running gateway has not chained its latest records yet; they may be missing here")
+    return log
+
+
 _AUDIT_COLUMNS = ["seq", "time", "kind", "session", "server", "tool", "decision", "outcome", "ms", "reason"]
 
 
@@ -1339,7 +1349,7 @@ def audit_tail(
     as_json: bool = JsonOpt,
 ) -> None:
     """The latest records; with -f, then every new one (Ctrl-C stops)."""
-    log = AuditLog(_home().audit_db)
+    log = _audit()
     latest = log.last(lines)
     if as_json:
         for r in latest:
@@ -1371,7 +1381,7 @@ def audit_verify(
         anchors = [Anchor.parse(a) for a in anchor or []]
     except ValueError as e:
         fail(str(e))
-    count, problems = AuditLog(home.audit_db).verify(anchors)
+    count, problems = _audit().verify(anchors)
     for p in problems:
         err_console.print(str(p), highlight=False, markup=False)
     if problems:
@@ -1383,7 +1393,7 @@ def audit_verify(
 def audit_anchor() -> None:
     """Print the newest record as SEQ:HASH. Keep it somewhere this machine cannot rewrite (a ticket, a
     SIEM, another host); `bosun audit verify --anchor SEQ:HASH` then catches truncation."""
-    head = AuditLog(_home().audit_db).head()
+    head = _audit().head()
     if head is None:
         fail("the audit is empty: nothing to anchor yet")
     print(head)
@@ -1397,7 +1407,7 @@ def audit_export(
     """Every record with its chain hashes, for a SIEM or an archive; verifiable outside Bosun."""
     if fmt != "jsonl":
         fail(f"--format must be jsonl, not {fmt!r}")
-    log = AuditLog(_home().audit_db)
+    log = _audit()
     out = output.open("w") if output else sys.stdout
     try:
         after = 0

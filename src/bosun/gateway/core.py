@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
 from bosun.audit.commit import Committer
+from bosun.audit.journal import Journal, recover
 from bosun.audit.log import Anchor, AuditLog, Record, shape
 from bosun.catalog import sources
 from bosun.catalog.loader import Catalog
@@ -167,7 +169,8 @@ class Gateway:
         self.flows = Sessions()  # outlives policy reloads: what a session has seen stays seen
         self._policy_mtime = self._mtime(home.policy_file)
         self.audit = AuditLog(home.audit_db)
-        self.committer = Committer(self.audit)
+        self.journal = Journal(self.audit)
+        self.committer = Committer(self.journal)
         self._published_head: Anchor | None = None
         self._reported: set[tuple[str, str]] = set()
         self.secrets = SecretStore(home.root)
@@ -184,9 +187,11 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         await self.reap_orphans()
+        recover(self.audit)  # records a gateway that died had kept but not chained
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._watch_config)
+        self._tg.start_soon(self.journal.run)
         self._tg.start_soon(self._publish_audit_head)
         return self
 
@@ -202,6 +207,7 @@ class Gateway:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(et, e, tb)
         self.committer.flush()
+        await self.journal.aclose()
         self._log_audit_head()
         self.audit.close()
 
@@ -602,17 +608,18 @@ class Gateway:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 detail=note.get("detail", {}),
             )
-            committed = self.committer.submit(record)
+            origin = note.get("origin")
+            # Once chained, a later flow refusal that names this call names its record too.
+            chained = partial(note["flow"].committed, origin) if origin is not None else None
+            kept = self.committer.submit(record, chained)
             self.metrics.observe(kind, server, record.tool, record.decision, record.outcome,
                                  record.duration_ms / 1000, record.detail)  # fmt: skip
             traces.annotate(record.agent, server, record.tool, record.decision, record.outcome)
             try:
-                stored = await committed
+                await kept
             except asyncio.CancelledError:
                 self.committer.flush()  # the answer to a cancelled request does not leave before its record either
                 raise
-            if (origin := note.get("origin")) is not None:
-                note["flow"].committed(origin, stored.seq)  # so a later flow refusal can name this call's record
 
     async def call_tool(
         self,
@@ -704,6 +711,10 @@ class Gateway:
         trip = policy.flow.check(flow, agent, groups, public, origin.labels, arguments)
         if trip is None:
             return decision
+        # The refusal names the records of the calls it points at, once they are chained: chain them now (a
+        # refusal is rare; chaining what the journal holds takes milliseconds at most).
+        if self.journal.ingest():
+            trip = policy.flow.check(flow, agent, groups, public, origin.labels, arguments) or trip
         log.warning("flow control: %s: %s", trip.rule, trip.reason, extra={"server": server})
         return Decision(policy.flow.flow.on_violation, (*decision.rules, trip.rule), trip.reason)
 

@@ -99,7 +99,7 @@ class Origin:
     call: int
     tool: str
     labels: frozenset[str]
-    audit_seq: int = 0  # filled in once the call's audit record is committed
+    audit_seq: int = 0  # filled in once the call's audit record is chained
 
     def __str__(self) -> str:
         audit = f", audit #{self.audit_seq}" if self.audit_seq else ""
@@ -159,7 +159,7 @@ class SessionFlow:
             self.first_send = self.first_send or origin
 
     def committed(self, origin: Origin, audit_seq: int) -> None:
-        """The call's audit record is committed: later refusals that name the call name the record too."""
+        """The call's audit record is chained: later refusals that name the call name the record too."""
         origin.audit_seq = audit_seq
         if origin.call in self.audit_seqs:
             self.audit_seqs[origin.call] = audit_seq

@@ -1,0 +1,241 @@
+"""The gateway's audit records, written ahead of the chain.
+
+A request's record must be kept before its answer leaves. Committing it to the hash chain there and then
+(SQLite's write lock, the chain's head, the hash, the WAL write: eight system calls a transaction) was
+most of what governance added to a call, on the gateway's one busy core, and a transaction waited for any
+other process holding the write lock. So a request's record is written to the gateway's journal instead,
+one line of JSON, with the records of its loop turn in one ``write``; a few times a second the journal is
+sealed and its records are chained into the audit database in one transaction.
+
+Written is kept: a ``write`` to a file outlives the death of the process that made it (even ``kill -9``),
+exactly as a committed WAL transaction with ``synchronous=NORMAL`` does (neither waits for the disk). A
+journal left by a gateway that died is chained by the next gateway to start on this home, or by the next
+``bosun audit`` command; readers in other processes wait for the live journals to be chained first
+(``settle``). A journal is chained whole or not at all, in one transaction that also marks its name as
+chained, so a journal found again after a crash is never chained twice.
+
+Files: ``BOSUN_HOME/audit.journal/<time>-<pid>-<random>.jsonl``, one line per record (its fields but its
+place and hashes), each locked (``flock``) by the gateway writing it, so others can tell a live journal
+from one left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bosun.audit.log import AuditLog, Record
+
+log = logging.getLogger(__name__)
+
+INGEST_EVERY_S = 0.05
+# The gateway's own chaining waits at most this long for another process's write lock, then tries again
+# on its next round: the event loop it runs on serves every request meanwhile.
+INGEST_BUSY_S = 0.05
+_SUFFIX = ".jsonl"
+# A line is a JSON array of these fields, in this order (the rest, a record's place and hashes, come with
+# the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
+_SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # its own: json.dumps builds one per call
+
+Chained = Callable[[int], None]  # told a record's place in the chain
+
+
+@dataclasses.dataclass
+class _File:
+    name: str
+    path: Path
+    fd: int
+    size: int = 0
+    rows: list[list[Any]] = dataclasses.field(default_factory=list)  # each record's ``_SENT`` values
+    chained: list[Chained | None] = dataclasses.field(default_factory=list)
+
+
+class Journal:
+    """One gateway's records ahead of the chain: ``write`` keeps them, ``ingest`` chains them."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.directory = audit.journal_dir
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        self._log = AuditLog(audit.path, busy_timeout_s=INGEST_BUSY_S)
+        self._file: _File | None = None  # opened by the first write after each sealing
+        self._sealed: list[_File] = []  # written, not yet chained, oldest first
+        self._gone: list[str] = []  # chained and removed: their marks can go
+        self._failing = False
+
+    def _open(self) -> _File:
+        # Created and locked under a temporary name, then renamed: another process must never find this
+        # journal's final name unlocked and take it for one left behind.
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        path = self.directory / (name + _SUFFIX)
+        temporary = self.directory / (name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(temporary, path)
+        return _File(name, path, fd)
+
+    def write(self, records: list[Record], chained: list[Chained | None]) -> None:
+        """Keep records, in order, in one write; ``chained[i]`` (if any) is told record i's place in the
+        chain once it is chained. Raises OSError if they could not be kept; then none of them was."""
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        rows = [[*[getattr(r, name) for name in _SENT[:-1]], r.ts or now] for r in records]
+        data = ("\n".join([_LINE.encode(row) for row in rows]) + "\n").encode()
+        current = self._file = self._file or self._open()
+        try:
+            written = os.write(current.fd, data)
+            if written != len(data):
+                raise OSError(f"the audit journal took {written} of {len(data)} bytes (is the disk full?)")
+        except OSError:
+            os.ftruncate(current.fd, current.size)  # no torn line for the next write to follow
+            raise
+        current.size += written
+        current.rows += rows
+        current.chained += chained
+
+    def ingest(self) -> bool:
+        """Seal the journal written so far and chain every sealed one, oldest first; True when none is left.
+        A failure (another process holding the write lock too long, a full disk) leaves them for the
+        next call, logged once."""
+        if self._file is not None:
+            self._sealed.append(self._file)
+            self._file = None
+        while self._sealed:
+            sealed = self._sealed[0]
+            try:
+                anchors = self._log.ingest(sealed.name, [_payload(row) for row in sealed.rows])
+                if self._gone:
+                    self._log.forget_journals(self._gone)
+                    self._gone.clear()
+            except sqlite3.Error as e:
+                if not self._failing:
+                    log.warning("audit: could not chain %d journaled record(s) yet (%s); trying again",
+                                len(sealed.rows), e)  # fmt: skip
+                self._failing = True
+                return False
+            self._failing = False
+            self._sealed.pop(0)
+            os.unlink(sealed.path)
+            os.close(sealed.fd)
+            self._gone.append(sealed.name)
+            for then, anchor in zip(sealed.chained, anchors or [], strict=False):
+                if then is not None:
+                    then(anchor.seq)
+        return True
+
+    async def run(self) -> None:
+        """Chain what was written, a few times a second, until cancelled."""
+        while True:
+            await anyio.sleep(INGEST_EVERY_S)
+            if self._file is not None or self._sealed:
+                self.ingest()
+
+    async def aclose(self, timeout_s: float = 10) -> None:
+        """Chain everything written. What cannot be chained within ``timeout_s`` stays in its journal, for
+        the next gateway or ``bosun audit`` command."""
+        with anyio.CancelScope(shield=True):
+            for _ in range(max(1, round(timeout_s / INGEST_BUSY_S))):
+                if self.ingest():
+                    break
+                await anyio.sleep(INGEST_BUSY_S)
+        with contextlib.suppress(sqlite3.Error):
+            self._log.forget_journals(self._gone)
+        for left in self._sealed:
+            os.close(left.fd)
+            log.error("audit: %d record(s) stay in %s, to be chained by the next gateway or `bosun audit`",
+                      len(left.rows), left.path)  # fmt: skip
+        self._log.close()
+
+
+def recover(audit: AuditLog) -> int:
+    """Chain the journals left by gateways that are gone; returns how many records that chained."""
+    directory = audit.journal_dir
+    if not directory.is_dir():
+        return 0
+    chained = 0
+    for path in sorted(directory.glob("*" + _SUFFIX)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # chained meanwhile by its gateway, or by another recovery
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its gateway is alive and writing
+            if os.fstat(fd).st_nlink == 0:
+                continue  # removed while this waited: it was chained
+            payloads = _read(fd, path)
+            if audit.ingest(path.stem, payloads) is not None:
+                chained += len(payloads)
+                log.warning("audit: chained %d record(s) a gateway had journaled before it stopped (%s)",
+                            len(payloads), path.name)  # fmt: skip
+            os.unlink(path)
+        except (ValueError, sqlite3.Error) as e:
+            log.error("audit: the journal %s could not be chained (%s); it stays in place", path, e)
+        finally:
+            os.close(fd)
+    for stale in directory.glob("*.tmp"):  # a gateway died between creating a journal and naming it: empty
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - stale.stat().st_mtime > 60:
+                stale.unlink()
+    on_disk = {path.stem for path in directory.glob("*" + _SUFFIX)}
+    audit.forget_journals(audit.journals() - on_disk)
+    return chained
+
+
+def _read(fd: int, path: Path) -> list[dict[str, Any]]:
+    with os.fdopen(os.dup(fd), "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    if lines[-1]:
+        # Only the last line can be cut short, by a gateway dying in the middle of its write: that write's
+        # requests were never answered.
+        log.warning("audit: the last line of %s was cut short (%d bytes); it is left out", path.name, len(lines[-1]))
+    payloads = []
+    for number, line in enumerate(lines[:-1], 1):
+        row = json.loads(line)
+        if not isinstance(row, list) or len(row) != len(_SENT) or not isinstance(row[_SENT.index("detail")], dict):
+            raise ValueError(f"line {number} is not an audit record")
+        payloads.append(_payload(row))
+    return payloads
+
+
+def _payload(row: list[Any]) -> dict[str, Any]:
+    """A journal row as the chain takes it (``Record.payload()``, with its time)."""
+    payload = dict(zip(_SENT, row, strict=True))
+    payload["seq"] = 0
+    return payload
+
+
+def settle(audit: AuditLog, timeout_s: float = 5) -> bool:
+    """Chain what gateways that are gone left, and wait until the live ones have chained what they have
+    written: then a reader sees every request answered so far. False if that took longer than ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recover(audit)
+        pending = [p for p in audit.journal_dir.glob("*" + _SUFFIX) if _size(p)]
+        if not pending:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(INGEST_EVERY_S / 2)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

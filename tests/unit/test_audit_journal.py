@@ -1,0 +1,127 @@
+"""The audit journal: records kept ahead of the chain, chained in order and once, also after a kill -9."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bosun.audit.journal import Journal, recover, settle
+from bosun.audit.log import AuditLog, Record
+
+# A gateway in miniature: keeps records in its journal, one write each, then dies without a word.
+_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from bosun.audit.journal import Journal
+from bosun.audit.log import AuditLog, Record
+journal = Journal(AuditLog(Path(sys.argv[1])))
+for i in range(int(sys.argv[2])):
+    journal.write([Record("tools/call", tool=f"t{i}", detail={"args": {"n": f"int:{i}"}})], [None])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_gateway(db: Path, records: int) -> Path:
+    """The journal a killed writer left behind."""
+    done = subprocess.run([sys.executable, "-c", _KILLED, str(db), str(records)], capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    return sorted(db.with_suffix(".journal").glob("*.jsonl"))[-1]  # named by time, so the newest is last
+
+
+def _tools(log: AuditLog) -> list[str]:
+    return [r.tool for r in log.records()]
+
+
+def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    told: list[int] = []
+    journal.write([Record("tools/call", tool="a"), Record("tools/call", tool="b")], [told.append, None])
+    journal.write([Record("tools/call", tool="c")], [told.append])
+    (kept,) = log.journal_dir.glob("*.jsonl")
+    assert len(kept.read_bytes().splitlines()) == 3 and _tools(log) == []  # kept, not chained yet
+
+    assert journal.ingest()
+    assert _tools(log) == ["a", "b", "c"] and told == [1, 3]
+    assert not kept.exists() and log.journals() == {kept.stem}  # marked, so that a copy found later is not chained
+    journal.write([Record("tools/call", tool="d")], [None])
+    assert journal.ingest()
+    assert kept.stem not in log.journals()  # its file is gone: the mark is no longer needed
+    assert log.verify() == (4, [])
+
+
+def test_a_killed_gateways_journal_is_chained_once_by_whoever_comes_next(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    left = _killed_gateway(db, 3)
+    log = AuditLog(db)
+    assert _tools(log) == []
+    assert settle(log)  # what `bosun audit` and a starting gateway do
+    assert _tools(log) == ["t0", "t1", "t2"] and log.records()[1].detail == {"args": {"n": "int:1"}}
+    assert not left.exists() and recover(log) == 0 and log.journals() == set()
+    assert log.verify() == (3, [])
+
+
+def test_a_journal_found_again_after_it_was_chained_is_not_chained_twice(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    left = _killed_gateway(db, 2)
+    saved = left.read_bytes()
+    log = AuditLog(db)
+    assert recover(log) == 2
+    left.write_bytes(saved)  # as if the chaining process died between its commit and removing the file
+    log.ingest(left.stem, [])  # ...before the mark was forgotten
+    assert recover(log) == 0 and not left.exists()
+    assert _tools(log) == ["t0", "t1"]
+
+
+def test_a_line_cut_short_by_the_kill_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "audit.db"
+    left = _killed_gateway(db, 2)
+    with left.open("ab") as f:
+        f.write(b'["tools/call","","","","t2"')  # the write the kill interrupted; its request was never answered
+    log = AuditLog(db)
+    assert recover(log) == 2 and _tools(log) == ["t0", "t1"]
+    assert "was cut short" in caplog.text
+
+
+def test_an_unreadable_journal_stays_in_place_and_the_others_are_chained(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    caplog.set_level(logging.ERROR)
+    db = tmp_path / "audit.db"
+    bad = _killed_gateway(db, 1)
+    bad.write_bytes(b'{"not": "a record"}\n')
+    good = _killed_gateway(db, 1)
+    log = AuditLog(db)
+    assert recover(log) == 1 and _tools(log) == ["t0"]
+    assert bad.exists() and not good.exists()
+    assert f"the journal {bad} could not be chained (line 1 is not an audit record)" in caplog.text
+
+
+def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    journal.write([Record("tools/call", tool="a")], [None])
+    other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    started = time.monotonic()
+    assert not journal.ingest()
+    assert time.monotonic() - started < 1  # the gateway's event loop is not held up
+    assert _tools(log) == [] and len(list(log.journal_dir.glob("*.jsonl"))) == 1
+    other.execute("ROLLBACK")
+    assert journal.ingest() and _tools(log) == ["a"]
+
+
+def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)  # alive: its journal is locked, so no reader takes it for one left behind
+    journal.write([Record("tools/call", tool="a")], [None])
+    assert not settle(AuditLog(log.path), timeout_s=0.2)
+    assert _tools(log) == []
+    journal.ingest()
+    assert settle(AuditLog(log.path), timeout_s=0.2) and _tools(log) == ["a"]
