@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bosun.audit.journal import Journal, recover, settle
+from bosun.audit import journal as journal_module
+from bosun.audit.journal import AuditBehind, Journal, recover, settle
 from bosun.audit.log import AuditLog, Record
 
 # A gateway in miniature: keeps records in its journal, one write each, then dies without a word.
@@ -103,7 +104,10 @@ def test_an_unreadable_journal_stays_in_place_and_the_others_are_chained(
     assert f"the journal {bad} could not be chained (line 1 is not an audit record)" in caplog.text
 
 
-def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(tmp_path: Path) -> None:
+def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(journal_module, "CHAIN_LAG_MAX_S", 0.3)
     log = AuditLog(tmp_path / "audit.db")
     journal = Journal(log)
     journal.write([Record("tools/call", tool="a")], [None])
@@ -113,8 +117,14 @@ def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(tmp_path
     assert not journal.ingest()
     assert time.monotonic() - started < 1  # the gateway's event loop is not held up
     assert _tools(log) == [] and len(list(log.journal_dir.glob("*.jsonl"))) == 1
+    journal.write([Record("tools/call", tool="b")], [None])  # calls go on meanwhile...
+    time.sleep(0.4)
+    with pytest.raises(AuditBehind, match=r"not chained its records for over 0.3s \(database is locked\)"):
+        journal.write([Record("tools/call", tool="c")], [None])  # ...until the audit is too far behind
     other.execute("ROLLBACK")
-    assert journal.ingest() and _tools(log) == ["a"]
+    assert journal.ingest() and _tools(log) == ["a", "b"]
+    journal.write([Record("tools/call", tool="d")], [None])
+    assert journal.ingest() and _tools(log) == ["a", "b", "d"]
 
 
 def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:

@@ -45,6 +45,9 @@ INGEST_EVERY_S = 0.05
 # The gateway's own chaining waits at most this long for another process's write lock, then tries again
 # on its next round: the event loop it runs on serves every request meanwhile.
 INGEST_BUSY_S = 0.05
+# Records kept but not chained for this long stop the gateway taking calls: an audit that cannot be chained
+# fails closed, as a commit that failed did, rather than piling up records no reader sees.
+CHAIN_LAG_MAX_S = 30.0
 _SUFFIX = ".jsonl"
 # A line is a JSON array of these fields, in this order (the rest, a record's place and hashes, come with
 # the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
@@ -52,6 +55,10 @@ _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq"
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # its own: json.dumps builds one per call
 
 Chained = Callable[[int], None]  # told a record's place in the chain
+
+
+class AuditBehind(RuntimeError):
+    """Records kept long ago are still not chained: the gateway refuses calls it could not audit."""
 
 
 @dataclasses.dataclass
@@ -74,7 +81,8 @@ class Journal:
         self._file: _File | None = None  # opened by the first write after each sealing
         self._sealed: list[_File] = []  # written, not yet chained, oldest first
         self._gone: list[str] = []  # chained and removed: their marks can go
-        self._failing = False
+        self._failing: str | None = None  # why chaining fails, while it does
+        self._unchained_since: float | None = None  # when the oldest record not yet chained was written
 
     def _open(self) -> _File:
         # Created and locked under a temporary name, then renamed: another process must never find this
@@ -89,7 +97,11 @@ class Journal:
 
     def write(self, records: list[Record], chained: list[Chained | None]) -> None:
         """Keep records, in order, in one write; ``chained[i]`` (if any) is told record i's place in the
-        chain once it is chained. Raises OSError if they could not be kept; then none of them was."""
+        chain once it is chained. Raises OSError if they could not be kept (then none of them was), and
+        AuditBehind, keeping none, while records kept ``CHAIN_LAG_MAX_S`` ago are still not chained."""
+        if self._unchained_since is not None and time.monotonic() - self._unchained_since > CHAIN_LAG_MAX_S:
+            raise AuditBehind(f"the audit has not chained its records for over {CHAIN_LAG_MAX_S:g}s "
+                              f"({self._failing or 'no error yet'}); calls are refused until it can")  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         rows = [[*[getattr(r, name) for name in _SENT[:-1]], r.ts or now] for r in records]
         data = ("\n".join([_LINE.encode(row) for row in rows]) + "\n").encode()
@@ -102,6 +114,8 @@ class Journal:
             os.ftruncate(current.fd, current.size)  # no torn line for the next write to follow
             raise
         current.size += written
+        if self._unchained_since is None:
+            self._unchained_since = time.monotonic()
         current.rows += rows
         current.chained += chained
 
@@ -120,12 +134,14 @@ class Journal:
                     self._log.forget_journals(self._gone)
                     self._gone.clear()
             except sqlite3.Error as e:
-                if not self._failing:
+                if self._failing is None:
                     log.warning("audit: could not chain %d journaled record(s) yet (%s); trying again",
                                 len(sealed.rows), e)  # fmt: skip
-                self._failing = True
+                self._failing = str(e)
                 return False
-            self._failing = False
+            if self._failing is not None:
+                log.warning("audit: chaining works again")
+            self._failing = None
             self._sealed.pop(0)
             os.unlink(sealed.path)
             os.close(sealed.fd)
@@ -133,6 +149,7 @@ class Journal:
             for then, anchor in zip(sealed.chained, anchors or [], strict=False):
                 if then is not None:
                     then(anchor.seq)
+        self._unchained_since = None
         return True
 
     async def run(self) -> None:
