@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from bosun.audit import journal as journal_module
@@ -135,3 +136,28 @@ def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:
     assert _tools(log) == []
     journal.ingest()
     assert settle(AuditLog(log.path), timeout_s=0.2) and _tools(log) == ["a"]
+
+
+@pytest.mark.anyio
+async def test_a_chaining_failure_is_logged_once_and_never_ends_the_gateway(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a fault nobody foresaw")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AuditLog, "ingest", broken)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run)
+            journal.write([Record("tools/call", tool="a")], [None])
+            await anyio.sleep(0.3)  # several rounds, each failing
+            tg.cancel_scope.cancel()
+    assert caplog.text.count("chaining failed") == 1 and _tools(log) == []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(journal.run)
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
+    assert _tools(log) == ["a"]

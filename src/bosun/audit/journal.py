@@ -4,7 +4,7 @@ A request's record must be kept before its answer leaves. Committing it to the h
 (SQLite's write lock, the chain's head, the hash, the WAL write: eight system calls a transaction) was
 most of what governance added to a call, on the gateway's one busy core, and a transaction waited for any
 other process holding the write lock. So a request's record is written to the gateway's journal instead,
-one line of JSON, with the records of its loop turn in one ``write``; a few times a second the journal is
+one line of JSON, with the records of its loop turn in one ``write``; twenty times a second the journal is
 sealed and its records are chained into the audit database in one transaction.
 
 Written is kept: a ``write`` to a file outlives the death of the process that made it (even ``kill -9``),
@@ -143,7 +143,8 @@ class Journal:
                 log.warning("audit: chaining works again")
             self._failing = None
             self._sealed.pop(0)
-            os.unlink(sealed.path)
+            with contextlib.suppress(FileNotFoundError):  # chained, and marked: a copy found later is skipped
+                os.unlink(sealed.path)
             os.close(sealed.fd)
             self._gone.append(sealed.name)
             for then, anchor in zip(sealed.chained, anchors or [], strict=False):
@@ -157,7 +158,12 @@ class Journal:
         while True:
             await anyio.sleep(INGEST_EVERY_S)
             if self._file is not None or self._sealed:
-                self.ingest()
+                try:
+                    self.ingest()
+                except Exception as e:  # never the gateway's end: what stays unchained is refused in time (write)
+                    if self._failing is None:
+                        log.exception("audit: chaining failed; trying again")
+                    self._failing = f"{type(e).__name__}: {e}"
 
     async def aclose(self, timeout_s: float = 10) -> None:
         """Chain everything written. What cannot be chained within ``timeout_s`` stays in its journal, for
