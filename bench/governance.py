@@ -12,7 +12,7 @@ over all of them. Two ways to call it:
   at once for throughput, during which the gateway's CPU time a call is measured too (the figure
   least moved by the rest of the machine). This is what an agent sees.
 
-    .venv/bin/python bench/governance.py [--calls 1000] [--rules 50] [--http [--seconds 3]]
+    .venv/bin/python bench/governance.py [--calls 1000] [--rules 50] [--rounds N] [--http [--seconds 3]]
 
 Needs the engine and the base images; builds ``everything`` into a scratch home (cached layers).
 """
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=50, help="policy rules when policy is on")
     parser.add_argument("--http", action="store_true", help="call over streamable HTTP from other processes")
     parser.add_argument("--seconds", type=float, default=3.0, help="--http: seconds of 16 clients per round")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 10 in process, 3 over HTTP)")
     args = parser.parse_args()
     logging.getLogger("bosun").setLevel(logging.ERROR)
     logging.getLogger("uvicorn").setLevel(logging.CRITICAL)  # its lifespan reports the cancellation that ends it
@@ -187,10 +188,10 @@ def main() -> None:
         build_entry(engine.client(), load_catalog().get("everything"), home, lambda _m: None)
         Settings.model_validate({"servers": {"everything": {}}}).save(home.config_file)
         if args.http:
-            samples, rates, cpu = anyio.run(measure_http, home, args.calls, args.rules, args.seconds,
-                                       backend_options={"use_uvloop": True})  # fmt: skip
+            samples, rates, cpu = anyio.run(measure_http, home, args.calls, args.rules, args.seconds, args.rounds or 3,
+                                            backend_options={"use_uvloop": True})  # fmt: skip
         else:
-            samples = anyio.run(measure, home, args.calls, args.rules)
+            samples = anyio.run(measure, home, args.calls, args.rules, args.rounds or 10)
     finally:
         shutil.rmtree(home.root, ignore_errors=True)
 

@@ -4,8 +4,8 @@ A request's record must be kept before its answer leaves. Committing it to the h
 (SQLite's write lock, the chain's head, the hash, the WAL write: eight system calls a transaction) was
 most of what governance added to a call, on the gateway's one busy core, and a transaction waited for any
 other process holding the write lock. So a request's record is written to the gateway's journal instead,
-one line of JSON, with the records of its loop turn in one ``write``; twenty times a second the journal is
-sealed and its records are chained into the audit database in one transaction.
+one line of JSON, with the records of its loop turn in one ``write``; every few dozen records or 50 ms the
+journal is sealed and its records are chained into the audit database in one transaction.
 
 Written is kept: a ``write`` to a file outlives the death of the process that made it (even ``kill -9``),
 exactly as a committed WAL transaction with ``synchronous=NORMAL`` does (neither waits for the disk). A
@@ -41,10 +41,14 @@ from bosun.audit.log import AuditLog, Record
 
 log = logging.getLogger(__name__)
 
-INGEST_EVERY_S = 0.05
+INGEST_EVERY_S = 0.05  # the longest a kept record waits to be chained
+# ...or until this many wait: chaining holds up the event loop (about 20 us a record), so in small batches,
+# each well under a millisecond, rather than one long pause every INGEST_EVERY_S under load.
+SEAL_AT = 32
+_TICK_S = 0.01
 # The gateway's own chaining waits at most this long for another process's write lock, then tries again
-# on its next round: the event loop it runs on serves every request meanwhile.
-INGEST_BUSY_S = 0.05
+# INGEST_EVERY_S later: the event loop it runs on serves every request meanwhile.
+INGEST_BUSY_S = 0.005
 # Records kept but not chained for this long stop the gateway taking calls: an audit that cannot be chained
 # fails closed, as a commit that failed did, rather than piling up records no reader sees.
 CHAIN_LAG_MAX_S = 30.0
@@ -66,6 +70,7 @@ class _File:
     name: str
     path: Path
     fd: int
+    opened: float = dataclasses.field(default_factory=time.monotonic)
     size: int = 0
     rows: list[list[Any]] = dataclasses.field(default_factory=list)  # each record's ``_SENT`` values
     chained: list[Chained | None] = dataclasses.field(default_factory=list)
@@ -154,25 +159,31 @@ class Journal:
         return True
 
     async def run(self) -> None:
-        """Chain what was written, a few times a second, until cancelled."""
+        """Chain what was written, every ``SEAL_AT`` records or ``INGEST_EVERY_S``, until cancelled."""
+        retry_at = 0.0
         while True:
-            await anyio.sleep(INGEST_EVERY_S)
-            if self._file is not None or self._sealed:
-                try:
-                    self.ingest()
-                except Exception as e:  # never the gateway's end: what stays unchained is refused in time (write)
-                    if self._failing is None:
-                        log.exception("audit: chaining failed; trying again")
-                    self._failing = f"{type(e).__name__}: {e}"
+            await anyio.sleep(_TICK_S)
+            now, current = time.monotonic(), self._file
+            due = current is not None and (len(current.rows) >= SEAL_AT or now - current.opened >= INGEST_EVERY_S)
+            if not (due or self._sealed) or now < retry_at:
+                continue
+            try:
+                chained = self.ingest()
+            except Exception as e:  # never the gateway's end: what stays unchained is refused in time (write)
+                if self._failing is None:
+                    log.exception("audit: chaining failed; trying again")
+                self._failing = f"{type(e).__name__}: {e}"
+                chained = False
+            retry_at = 0.0 if chained else now + INGEST_EVERY_S
 
     async def aclose(self, timeout_s: float = 10) -> None:
         """Chain everything written. What cannot be chained within ``timeout_s`` stays in its journal, for
         the next gateway or ``bosun audit`` command."""
         with anyio.CancelScope(shield=True):
-            for _ in range(max(1, round(timeout_s / INGEST_BUSY_S))):
+            for _ in range(max(1, round(timeout_s / INGEST_EVERY_S))):
                 if self.ingest():
                     break
-                await anyio.sleep(INGEST_BUSY_S)
+                await anyio.sleep(INGEST_EVERY_S)
         with contextlib.suppress(sqlite3.Error):
             self._log.forget_journals(self._gone)
         for left in self._sealed:
