@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
@@ -47,7 +48,9 @@ def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path:
     journal.write([Record("tools/call", tool="a"), Record("tools/call", tool="b")], [told.append, None])
     journal.write([Record("tools/call", tool="c")], [told.append])
     (kept,) = log.journal_dir.glob("*.jsonl")
-    assert len(kept.read_bytes().splitlines()) == 3 and _tools(log) == []  # kept, not chained yet
+    assert (
+        len(kept.read_bytes().splitlines()) == 1 + 3 and _tools(log) == []
+    )  # a header and three records, not chained yet
 
     assert journal.ingest()
     assert _tools(log) == ["a", "b", "c"] and told == [1, 3]
@@ -97,12 +100,30 @@ def test_an_unreadable_journal_stays_in_place_and_the_others_are_chained(
     caplog.set_level(logging.ERROR)
     db = tmp_path / "audit.db"
     bad = _killed_gateway(db, 1)
-    bad.write_bytes(b'{"not": "a record"}\n')
+    header = bad.read_bytes().splitlines(keepends=True)[0]
+    bad.write_bytes(header + b'{"not": "a record"}\n')
     good = _killed_gateway(db, 1)
     log = AuditLog(db)
     assert recover(log) == 1 and _tools(log) == ["t0"]
     assert bad.exists() and not good.exists()
-    assert f"the journal {bad} could not be chained (line 1 is not an audit record)" in caplog.text
+    assert f"the journal {bad} could not be chained (line 2 is not an audit record)" in caplog.text
+
+
+def test_a_journal_of_another_version_is_read_by_its_fields_names(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    log.journal_dir.mkdir()
+    older, newer = log.journal_dir / "1-1-a.jsonl", log.journal_dir / "2-1-b.jsonl"  # left by gateways gone
+    # As a gateway whose records had no image field (and a different order) would have written it.
+    fields = ["tool", "kind", "agent", "session", "server", "decision", "reason", "outcome", "duration_ms",
+              "detail", "ts"]  # fmt: skip
+    row = ["echo", "tools/call", "a", "s", "srv", "allow", "", "ok", 1.5, {"args": {}}, "2026-11-25T00:00:00+00:00"]
+    older.write_text(json.dumps({"bosun_audit_journal": 1, "fields": fields}) + "\n" + json.dumps(row) + "\n")
+    newer.write_text(json.dumps({"bosun_audit_journal": 1, "fields": [*fields, "mood"]}) + "\n")
+    assert recover(log) == 1
+    (record,) = log.records()
+    assert (record.tool, record.server, record.duration_ms, record.image) == ("echo", "srv", 1.5, "")
+    assert newer.exists()  # a field this version does not know is not dropped without a trace: left in place
+    assert log.verify() == (1, [])
 
 
 def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(

@@ -14,9 +14,9 @@ journal left by a gateway that died is chained by the next gateway to start on t
 (``settle``). A journal is chained whole or not at all, in one transaction that also marks its name as
 chained, so a journal found again after a crash is never chained twice.
 
-Files: ``BOSUN_HOME/audit.journal/<time>-<pid>-<random>.jsonl``, one line per record (its fields but its
-place and hashes), each locked (``flock``) by the gateway writing it, so others can tell a live journal
-from one left behind.
+Files: ``BOSUN_HOME/audit.journal/<time>-<pid>-<random>.jsonl``: a header naming the fields, then one
+line per record (its fields but its place and hashes), each locked (``flock``) by the gateway writing
+it, so others can tell a live journal from one left behind.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ _SUFFIX = ".jsonl"
 # the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
 _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # its own: json.dumps builds one per call
+# A journal's first line names its fields, so that one left by a gateway of another version is read by name.
+_HEADER = (_LINE.encode({"bosun_audit_journal": 1, "fields": list(_SENT)}) + "\n").encode()
 
 Chained = Callable[[int], None]  # told a record's place in the chain
 
@@ -97,8 +99,9 @@ class Journal:
         temporary = self.directory / (name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, _HEADER)
         os.rename(temporary, path)
-        return _File(name, path, fd)
+        return _File(name, path, fd, size=len(_HEADER))
 
     def write(self, records: list[Record], chained: list[Chained | None]) -> None:
         """Keep records, in order, in one write; ``chained[i]`` (if any) is told record i's place in the
@@ -238,13 +241,33 @@ def _read(fd: int, path: Path) -> list[dict[str, Any]]:
         # Only the last line can be cut short, by a gateway dying in the middle of its write: that write's
         # requests were never answered.
         log.warning("audit: the last line of %s was cut short (%d bytes); it is left out", path.name, len(lines[-1]))
+    fields = _fields(lines[0] if len(lines) > 1 else b"")
+    defaults = Record("").payload()  # for the fields of a Record newer than the gateway that wrote this
     payloads = []
-    for number, line in enumerate(lines[:-1], 1):
+    for number, line in enumerate(lines[1:-1], 2):
         row = json.loads(line)
-        if not isinstance(row, list) or len(row) != len(_SENT) or not isinstance(row[_SENT.index("detail")], dict):
+        if not isinstance(row, list) or len(row) != len(fields):
             raise ValueError(f"line {number} is not an audit record")
-        payloads.append(_payload(row))
+        payload = defaults | dict(zip(fields, row, strict=True))
+        if not isinstance(payload["detail"], dict):
+            raise ValueError(f"line {number} is not an audit record")
+        payloads.append(payload)
     return payloads
+
+
+def _fields(header: bytes) -> list[str]:
+    try:
+        value = json.loads(header)
+    except ValueError:
+        value = None
+    fields = value.get("fields") if isinstance(value, dict) and value.get("bosun_audit_journal") == 1 else None
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise ValueError("it does not start with an audit journal's header")
+    unknown = sorted(set(fields) - set(_SENT))
+    if unknown:  # dropped, they would be missing from the chain without a trace
+        raise ValueError(f"its records have fields this version does not know ({', '.join(unknown)}); "
+                         "chain it with the version that wrote it")  # fmt: skip
+    return fields
 
 
 def _payload(row: list[Any]) -> dict[str, Any]:
