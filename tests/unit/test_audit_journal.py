@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -182,3 +183,23 @@ async def test_a_chaining_failure_is_logged_once_and_never_ends_the_gateway(
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()
     assert _tools(log) == ["a"]
+
+
+@pytest.mark.anyio
+async def test_the_wal_is_checkpointed_in_a_thread_beside_the_chaining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(journal_module, "CHECKPOINT_EVERY", 10)
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(journal.run)
+        for i in range(3):
+            journal.write([Record("tools/call", tool=f"t{i}{j}") for j in range(5)], [None] * 5)
+            await anyio.sleep(0.1)  # chained within INGEST_EVERY_S
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
+    assert len(_tools(log)) == 15
+    alone = tmp_path / "alone.db"
+    shutil.copy(log.path, alone)  # the database file without its WAL: what a checkpoint copied into it
+    assert len(_tools(AuditLog(alone))) >= 10
