@@ -30,7 +30,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ _SUFFIX = ".jsonl"
 _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # its own: json.dumps builds one per call
 # A journal's first line names its fields, so that one left by a gateway of another version is read by name.
+_DEFAULTS = Record("").payload()
 _HEADER = (_LINE.encode({"bosun_audit_journal": 1, "fields": list(_SENT)}) + "\n").encode()
 
 Chained = Callable[[int], None]  # told a record's place in the chain
@@ -269,13 +270,12 @@ def _read(fd: int, path: Path) -> list[dict[str, Any]]:
         # requests were never answered.
         log.warning("audit: the last line of %s was cut short (%d bytes); it is left out", path.name, len(lines[-1]))
     fields = _fields(lines[0] if len(lines) > 1 else b"")
-    defaults = Record("").payload()  # for the fields of a Record newer than the gateway that wrote this
     payloads = []
     for number, line in enumerate(lines[1:-1], 2):
         row = json.loads(line)
         if not isinstance(row, list) or len(row) != len(fields):
             raise ValueError(f"line {number} is not an audit record")
-        payload = defaults | dict(zip(fields, row, strict=True))
+        payload = _payload(row, fields)
         if not isinstance(payload["detail"], dict):
             raise ValueError(f"line {number} is not an audit record")
         payloads.append(payload)
@@ -297,11 +297,10 @@ def _fields(header: bytes) -> list[str]:
     return fields
 
 
-def _payload(row: list[Any]) -> dict[str, Any]:
-    """A journal row as the chain takes it (``Record.payload()``, with its time)."""
-    payload = dict(zip(_SENT, row, strict=True))
-    payload["seq"] = 0
-    return payload
+def _payload(row: list[Any], fields: Sequence[str] = _SENT) -> dict[str, Any]:
+    """A journal row as the chain takes it (``Record.payload()``, with its time); fields the row lacks (it
+    was written by an older gateway) take their defaults."""
+    return _DEFAULTS | dict(zip(fields, row, strict=True))
 
 
 def settle(audit: AuditLog, timeout_s: float = 5) -> bool:
@@ -310,16 +309,23 @@ def settle(audit: AuditLog, timeout_s: float = 5) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         recover(audit)
-        pending = [p for p in audit.journal_dir.glob("*" + _SUFFIX) if _size(p)]
-        if not pending:
+        if not any(_live(p) for p in audit.journal_dir.glob("*" + _SUFFIX)):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(INGEST_EVERY_S / 2)
 
 
-def _size(path: Path) -> int:
+def _live(path: Path) -> bool:
+    """Whether a gateway holds this journal (one left behind that could not be chained is not waited for)."""
     try:
-        return path.stat().st_size
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return 0
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
