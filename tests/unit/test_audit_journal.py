@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -42,7 +42,8 @@ def _tools(log: AuditLog) -> list[str]:
     return [r.tool for r in log.records()]
 
 
-def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.db")
     journal = Journal(log)
     told: list[int] = []
@@ -53,13 +54,15 @@ def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path:
         len(kept.read_bytes().splitlines()) == 1 + 3 and _tools(log) == []
     )  # a header and three records, not chained yet
 
-    assert journal.ingest()
+    assert await journal.chain_now()  # by the chainer process
     assert _tools(log) == ["a", "b", "c"] and told == [1, 3]
     assert not kept.exists() and log.journals() == {kept.stem}  # marked, so that a copy found later is not chained
     journal.write([Record("tools/call", tool="d")], [None])
-    assert journal.ingest()
+    assert await journal.chain_now()
     assert kept.stem not in log.journals()  # its file is gone: the mark is no longer needed
     assert log.verify() == (4, [])
+    await journal.aclose()
+    assert journal._chainer is not None and journal._chainer.process.returncode == 0
 
 
 def test_a_killed_gateways_journal_is_chained_once_by_whoever_comes_next(tmp_path: Path) -> None:
@@ -128,41 +131,50 @@ def test_a_journal_of_another_version_is_read_by_its_fields_names(tmp_path: Path
     assert log.verify() == (1, [])
 
 
-def test_chaining_does_not_wait_long_for_another_writer_and_tries_again(
+@pytest.mark.anyio
+async def test_chaining_waits_for_another_writer_off_the_gateway_then_fails_closed_in_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     monkeypatch.setattr(journal_module, "CHAIN_LAG_MAX_S", 0.3)
     log = AuditLog(tmp_path / "audit.db")
     journal = Journal(log)
-    journal.write([Record("tools/call", tool="a")], [None])
     other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    started = time.monotonic()
-    assert not journal.ingest()
-    assert time.monotonic() - started < 1  # the gateway's event loop is not held up
-    assert _tools(log) == [] and len(list(log.journal_dir.glob("*.jsonl"))) == 1
-    journal.write([Record("tools/call", tool="b")], [None])  # calls go on meanwhile...
-    time.sleep(0.4)
-    with pytest.raises(AuditBehind, match=r"not chained its records for over 0.3s \(database is locked\)"):
-        journal.write([Record("tools/call", tool="c")], [None])  # ...until the audit is too far behind
-    other.execute("ROLLBACK")
-    assert journal.ingest() and _tools(log) == ["a", "b"]
-    journal.write([Record("tools/call", tool="d")], [None])
-    assert journal.ingest() and _tools(log) == ["a", "b", "d"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(journal.run)
+        journal.write([Record("tools/call", tool="a")], [None])
+        started = time.monotonic()
+        assert not await journal.chain_now(timeout_s=0.2)
+        assert time.monotonic() - started < 0.5  # the chainer waits, not the gateway
+        journal.write([Record("tools/call", tool="b")], [None])  # calls go on meanwhile...
+        with anyio.fail_after(5):
+            while journal._failing is None:  # the chainer said why (its wait for the lock is a second)
+                await anyio.sleep(0.05)
+        with pytest.raises(AuditBehind, match=r"not chained its records for over 0.3s \(database is locked\)"):
+            journal.write([Record("tools/call", tool="c")], [None])  # ...until the audit is too far behind
+        assert _tools(log) == [] and journal.behind == 2
+        other.execute("ROLLBACK")
+        assert await journal.chain_now(timeout_s=5) and _tools(log) == ["a", "b"]
+        journal.write([Record("tools/call", tool="d")], [None])  # taken again
+        assert await journal.chain_now() and _tools(log) == ["a", "b", "d"]
+        tg.cancel_scope.cancel()
+    await journal.aclose()
 
 
-def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.db")
     journal = Journal(log)  # alive: its journal is locked, so no reader takes it for one left behind
     journal.write([Record("tools/call", tool="a")], [None])
     assert not settle(AuditLog(log.path), timeout_s=0.2)
     assert _tools(log) == []
-    journal.ingest()
+    assert await journal.chain_now()
     assert settle(AuditLog(log.path), timeout_s=0.2) and _tools(log) == ["a"]
+    await journal.aclose()
 
 
 @pytest.mark.anyio
-async def test_a_chaining_failure_is_logged_once_and_never_ends_the_gateway(
+async def test_a_fault_in_passing_journals_is_logged_once_and_never_ends_the_gateway(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     log = AuditLog(tmp_path / "audit.db")
@@ -171,36 +183,90 @@ async def test_a_chaining_failure_is_logged_once_and_never_ends_the_gateway(
     def broken(*_: object) -> None:
         raise RuntimeError("a fault nobody foresaw")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(AuditLog, "ingest", broken)
-        async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
+        with monkeypatch.context() as patch:
+            patch.setattr(Journal, "seal", broken)
             tg.start_soon(journal.run)
             journal.write([Record("tools/call", tool="a")], [None])
             await anyio.sleep(0.3)  # several rounds, each failing
-            tg.cancel_scope.cancel()
-    assert caplog.text.count("chaining failed") == 1 and _tools(log) == []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(journal.run)
-        await anyio.sleep(0.2)
+        assert caplog.text.count("passing journals to the chainer failed") == 1 and _tools(log) == []
+        await anyio.sleep(0.3)  # the same task, now that sealing works
+        assert _tools(log) == ["a"]
         tg.cancel_scope.cancel()
-    assert _tools(log) == ["a"]
+    await journal.aclose()
 
 
 @pytest.mark.anyio
-async def test_the_wal_is_checkpointed_in_a_thread_beside_the_chaining(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_chainer_killed_is_started_again_and_given_what_it_held(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    monkeypatch.setattr(journal_module, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(journal_module, "RESTART_EVERY_S", 0.1)
     log = AuditLog(tmp_path / "audit.db")
     journal = Journal(log)
+    told: list[int] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(journal.run)
-        for i in range(3):
-            journal.write([Record("tools/call", tool=f"t{i}{j}") for j in range(5)], [None] * 5)
-            await anyio.sleep(0.1)  # chained within INGEST_EVERY_S
-        await anyio.sleep(0.2)
+        journal.write([Record("tools/call", tool="a")], [told.append])
+        assert await journal.chain_now()
+        first = journal._chainer
+        assert first is not None
+        first.process.send_signal(signal.SIGSTOP)  # stopped, so that it holds the next journal unchained...
+        journal.write([Record("tools/call", tool="b")], [told.append])
+        assert journal.seal() and journal.behind == 1
+        first.process.kill()  # ...and dies holding it
+        with anyio.fail_after(5):
+            while journal.behind:
+                await anyio.sleep(0.02)
         tg.cancel_scope.cancel()
-    assert len(_tools(log)) == 15
-    alone = tmp_path / "alone.db"
-    shutil.copy(log.path, alone)  # the database file without its WAL: what a checkpoint copied into it
-    assert len(_tools(AuditLog(alone))) >= 10
+    assert journal._chainer is not first and "the chainer process ended (exit code -9)" in caplog.text
+    assert _tools(log) == ["a", "b"] and told == [1, 2] and log.verify() == (2, [])
+    await journal.aclose()
+
+
+# A gateway in miniature with its chainer: keeps and passes records, then dies without a word.
+_KILLED_WITH_CHAINER = """
+import os, signal, sys, anyio
+from pathlib import Path
+from bosun.audit.journal import Journal
+from bosun.audit.log import AuditLog, Record
+async def main():
+    journal = Journal(AuditLog(Path(sys.argv[1])))
+    journal.write([Record("tools/call", tool="passed")], [None])
+    assert await journal.chain_now()
+    journal.write([Record("tools/call", tool="sealed")], [None])
+    assert journal.seal()  # passed, perhaps not chained yet
+    journal.write([Record("tools/call", tool="kept")], [None])  # written, not passed
+    print(journal._chainer.process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+anyio.run(main)
+"""
+
+
+def test_a_killed_gateways_chainer_chains_what_it_was_given_and_ends(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    done = subprocess.run([sys.executable, "-c", _KILLED_WITH_CHAINER, str(db)], capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    chainer = int(done.stdout)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{chainer}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # reparented: not ours to reap, but gone once it exits
+    assert not Path(f"/proc/{chainer}").exists(), "the chainer outlived its gateway"
+    log = AuditLog(db)
+    assert _tools(log)[:2] == ["passed", "sealed"]
+    assert settle(log) and _tools(log) == ["passed", "sealed", "kept"] and log.verify() == (3, [])
+
+
+@pytest.mark.anyio
+async def test_a_journal_the_chainer_cannot_read_is_named_and_left_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    journal.write([Record("tools/call", tool="a")], [None])
+    (kept,) = log.journal_dir.glob("*.jsonl")
+    with kept.open("ab") as f:
+        f.write(b'{"not": "a record"}\n')  # as a disk that lost a block would show it
+    assert await journal.chain_now()  # nothing waits for it any more...
+    assert kept.exists() and _tools(log) == []  # ...and it stays, for a person
+    assert f"the journal {kept} could not be chained (line 3 is not an audit record)" in caplog.text
+    await journal.aclose()

@@ -4,19 +4,20 @@ A request's record must be kept before its answer leaves. Committing it to the h
 (SQLite's write lock, the chain's head, the hash, the WAL write: eight system calls a transaction) was
 most of what governance added to a call, on the gateway's one busy core, and a transaction waited for any
 other process holding the write lock. So a request's record is written to the gateway's journal instead,
-one line of JSON, with the records of its loop turn in one ``write``; every few dozen records or 50 ms the
-journal is sealed and its records are chained into the audit database in one transaction.
+one line of JSON, with the records of its loop turn in one ``write``; every 50 ms (or ``SEAL_AT`` records)
+the journal is sealed and passed to the gateway's chainer process (``bosun.audit.chainer``), which chains
+its records into the audit database in one transaction and removes it.
 
 Written is kept: a ``write`` to a file outlives the death of the process that made it (even ``kill -9``),
 exactly as a committed WAL transaction with ``synchronous=NORMAL`` does (neither waits for the disk). A
-journal left by a gateway that died is chained by the next gateway to start on this home, or by the next
-``bosun audit`` command; readers in other processes wait for the live journals to be chained first
-(``settle``). A journal is chained whole or not at all, in one transaction that also marks its name as
-chained, so a journal found again after a crash is never chained twice.
+journal left by a gateway (or chainer) that died is chained by the next gateway to start on this home, or
+by the next ``bosun audit`` command; readers in other processes wait for the live journals to be chained
+first (``settle``). A journal is chained whole or not at all, in one transaction that also marks its name
+as chained, so a journal found again after a crash is never chained twice.
 
 Files: ``BOSUN_HOME/audit.journal/<time>-<pid>-<random>.jsonl``: a header naming the fields, then one
-line per record (its fields but its place and hashes), each locked (``flock``) by the gateway writing
-it, so others can tell a live journal from one left behind.
+line per record (its fields but its place and hashes), each locked (``flock``) by the gateway writing it,
+then by the chainer chaining it, so others can tell a live journal from one left behind.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ import dataclasses
 import fcntl
 import json
 import logging
+import math
 import os
 import secrets
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -41,20 +46,17 @@ from bosun.audit.log import AuditLog, Record
 
 log = logging.getLogger(__name__)
 
-INGEST_EVERY_S = 0.05  # the longest a kept record waits to be chained
-# ...or until this many wait: chaining holds up the event loop (about 20 us a record), so in small batches,
-# each well under a millisecond, rather than one long pause every INGEST_EVERY_S under load.
-SEAL_AT = 32
-# About SQLite's own automatic checkpoint (1000 pages of WAL) in records of ours.
-CHECKPOINT_EVERY = 5000
+INGEST_EVERY_S = 0.05  # the longest a kept record waits to be passed to the chainer
+SEAL_AT = 1000  # ...or until this many wait: one transaction's worth
 _TICK_S = 0.01
-# The gateway's own chaining waits at most this long for another process's write lock, then tries again
-# INGEST_EVERY_S later: the event loop it runs on serves every request meanwhile.
-INGEST_BUSY_S = 0.005
+RESTART_EVERY_S = 1.0  # a chainer that ended is started again, at most this often
+STOP_WAIT_S = 2.0  # for the chainer to end once told to, before it is killed
+UNANSWERED_S = 5.0  # a journal passed this long ago, gone, and not answered for, was chained
 # Records kept but not chained for this long stop the gateway taking calls: an audit that cannot be chained
 # fails closed, as a commit that failed did, rather than piling up records no reader sees.
 CHAIN_LAG_MAX_S = 30.0
-_SUFFIX = ".jsonl"
+SUFFIX = ".jsonl"
+_MAX_MESSAGE = 65536
 # A line is a JSON array of these fields, in this order (the rest, a record's place and hashes, come with
 # the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
 _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
@@ -77,34 +79,97 @@ class _File:
     fd: int
     opened: float = dataclasses.field(default_factory=time.monotonic)
     size: int = 0
-    rows: list[list[Any]] = dataclasses.field(default_factory=list)  # each record's ``_SENT`` values
-    chained: list[Chained | None] = dataclasses.field(default_factory=list)
+    count: int = 0
+    chained: list[Chained | None] = dataclasses.field(default_factory=list)  # of each record
+
+
+class _Chainer:
+    """The gateway's end of its chainer process: journals go to it as open files, answers come back."""
+
+    def __init__(self, db: Path) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            argv = [sys.executable, "-m", "bosun.audit.chainer", str(db), str(theirs.fileno())]
+            self.process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.socket = ours
+        self.ended = False  # its end of the socket is closed: it exited, or is about to
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended and self.process.poll() is None
+
+    def give(self, name: str, fd: int) -> bool:
+        """Pass a sealed journal; False if the chainer cannot take it now (it is gone, or far behind)."""
+        try:
+            socket.send_fds(self.socket, [name.encode()], [fd])
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.ended = True
+            return False
+        return True
+
+    def answers(self) -> list[dict[str, Any]]:
+        """What it said since last asked."""
+        said: list[dict[str, Any]] = []
+        while True:
+            try:
+                data = self.socket.recv(_MAX_MESSAGE)
+            except BlockingIOError:
+                return said
+            except OSError:
+                data = b""
+            if not data:
+                self.ended = True
+                return said
+            said.append(json.loads(data))
+
+    async def stop(self) -> None:
+        """Shut its socket for sending, which ends it once it has chained what it holds (its answers can still
+        be read); killed after ``STOP_WAIT_S``."""
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await anyio.to_thread.run_sync(self.process.wait, STOP_WAIT_S)
+        self.end()
+
+    def end(self) -> int:
+        """Its exit code, once it is gone: killed if it is not yet. What it held is unlocked then, for the next
+        gateway or `bosun audit` command to chain."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.ended = True
+        return self.process.wait()
 
 
 class Journal:
-    """One gateway's records ahead of the chain: ``write`` keeps them, ``ingest`` chains them."""
+    """One gateway's records ahead of the chain: ``write`` keeps them, its chainer process chains them."""
 
     def __init__(self, audit: AuditLog) -> None:
         self.directory = audit.journal_dir
         self.directory.mkdir(mode=0o700, exist_ok=True)
-        # Its commits never checkpoint: a checkpoint (copying the WAL into the database, with fsyncs) took
-        # up to 9 ms on this machine, every few thousand records, with the event loop held; ``run`` has it
-        # done in a thread instead.
-        self._log = AuditLog(audit.path, busy_timeout_s=INGEST_BUSY_S, autocheckpoint=False)
-        self._uncheckpointed = 0  # records chained since the last checkpoint
+        self._db = audit.path
+        self._chainer: _Chainer | None = None
+        self._started = -math.inf  # when the last chainer was started
         self._file: _File | None = None  # opened by the first write after each sealing
-        self._sealed: list[_File] = []  # written, not yet chained, oldest first
-        self._gone: list[str] = []  # chained and removed: their marks can go
+        self._passed: dict[str, _File] = {}  # passed to the chainer, not yet chained, oldest first
         self._failing: str | None = None  # why chaining fails, while it does
         self._unchained_since: float | None = None  # when the oldest record not yet chained was written
 
     def _open(self) -> _File:
         # Created and locked under a temporary name, then renamed: another process must never find this
-        # journal's final name unlocked and take it for one left behind.
+        # journal's final name unlocked and take it for one left behind. Readable too: the chainer reads it
+        # through this same open file, whose lock it holds then.
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        path = self.directory / (name + _SUFFIX)
+        path = self.directory / (name + SUFFIX)
         temporary = self.directory / (name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, _HEADER)
         os.rename(temporary, path)
@@ -129,99 +194,147 @@ class Journal:
             os.ftruncate(current.fd, current.size)  # no torn line for the next write to follow
             raise
         current.size += written
-        if self._unchained_since is None:
-            self._unchained_since = time.monotonic()
-        current.rows += rows
+        current.count += len(records)
         current.chained += chained
+        if self._unchained_since is None:
+            self._unchained_since = current.opened
 
-    def ingest(self) -> bool:
-        """Seal the journal written so far and chain every sealed one, oldest first; True when none is left.
-        A failure (another process holding the write lock too long, a full disk) leaves them for the
-        next call, logged once."""
-        if self._file is not None:
-            self._sealed.append(self._file)
-            self._file = None
-        while self._sealed:
-            sealed = self._sealed[0]
-            try:
-                anchors = self._log.ingest(sealed.name, [_payload(row) for row in sealed.rows])
-                if self._gone:
-                    self._log.forget_journals(self._gone)
-                    self._gone.clear()
-            except sqlite3.Error as e:
-                if self._failing is None:
-                    log.warning("audit: could not chain %d journaled record(s) yet (%s); trying again",
-                                len(sealed.rows), e)  # fmt: skip
-                self._failing = str(e)
-                return False
-            if self._failing is not None:
-                log.warning("audit: chaining works again")
-            self._failing = None
-            self._sealed.pop(0)
-            with contextlib.suppress(FileNotFoundError):  # chained, and marked: a copy found later is skipped
-                os.unlink(sealed.path)
-            os.close(sealed.fd)
-            self._gone.append(sealed.name)
-            self._uncheckpointed += len(sealed.rows)
-            for then, anchor in zip(sealed.chained, anchors or [], strict=False):
-                if then is not None:
-                    then(anchor.seq)
-        self._unchained_since = None
+    def seal(self) -> bool:
+        """Pass the journal written so far to the chainer; False if it cannot take it now (then the journal
+        stays open for more, and is passed later)."""
+        current = self._file
+        if current is None:
+            return True
+        chainer = self._running()
+        if chainer is None or not chainer.give(current.name, current.fd):
+            return False
+        os.close(current.fd)  # the lock stays with the chainer's copy of the open file
+        self._passed[current.name] = current
+        self._file = None
         return True
 
-    async def run(self) -> None:
-        """Chain what was written, every ``SEAL_AT`` records or ``INGEST_EVERY_S``, and checkpoint the WAL in a
-        thread every ``CHECKPOINT_EVERY`` records chained, until cancelled."""
-        retry_at = 0.0
-        checkpointed = anyio.Event()
-        checkpointed.set()
-        async with anyio.create_task_group() as tg:
+    @property
+    def behind(self) -> int:
+        """Journals written and not yet chained."""
+        return len(self._passed) + (self._file is not None)
+
+    async def chain_now(self, timeout_s: float = 1.0) -> bool:
+        """Seal, and wait until everything written is chained; False if that took longer than ``timeout_s``."""
+        with anyio.move_on_after(timeout_s):
             while True:
-                await anyio.sleep(_TICK_S)
-                retry_at = self._round(retry_at)
-                if self._uncheckpointed >= CHECKPOINT_EVERY and checkpointed.is_set():
-                    self._uncheckpointed = 0
-                    checkpointed = anyio.Event()
-                    tg.start_soon(self._checkpoint, checkpointed)
+                self._hear()
+                if (self._file is None or self.seal()) and not self._passed:
+                    return True
+                await anyio.sleep(_TICK_S / 10)
+        return False
 
-    def _round(self, retry_at: float) -> float:
-        """Chain what is due, unless a failure says to wait until ``retry_at``; returns the next such time."""
-        now, current = time.monotonic(), self._file
-        due = current is not None and (len(current.rows) >= SEAL_AT or now - current.opened >= INGEST_EVERY_S)
-        if not (due or self._sealed) or now < retry_at:
-            return retry_at
-        try:
-            chained = self.ingest()
-        except Exception as e:  # never the gateway's end: what stays unchained is refused in time (write)
-            if self._failing is None:
-                log.exception("audit: chaining failed; trying again")
-            self._failing = f"{type(e).__name__}: {e}"
-            chained = False
-        return 0.0 if chained else now + INGEST_EVERY_S
+    async def run(self) -> None:
+        """Start the chainer (again, if it ends), pass it the journal every ``INGEST_EVERY_S`` (or ``SEAL_AT``
+        records) and take its answers, until cancelled. A fault here is logged once and never ends the
+        gateway: what stays unchained is refused in time (``write``)."""
+        faulty = False
+        while True:
+            await anyio.sleep(_TICK_S)
+            try:
+                self._hear()
+                self._running()
+                current = self._file
+                if current is not None and (
+                    current.count >= SEAL_AT or time.monotonic() - current.opened >= INGEST_EVERY_S
+                ):
+                    self.seal()
+                faulty = False
+            except Exception as e:
+                if not faulty:
+                    log.exception("audit: passing journals to the chainer failed; trying again")
+                faulty, self._failing = True, f"{type(e).__name__}: {e}"
 
-    async def _checkpoint(self, done: anyio.Event) -> None:
+    def _running(self) -> _Chainer | None:
+        """The chainer, started (again) if it is not running; None while it cannot be."""
+        chainer = self._chainer
+        if chainer is not None and chainer.alive:
+            return chainer
+        if time.monotonic() - self._started < RESTART_EVERY_S:
+            return None
+        self._started = time.monotonic()
+        if chainer is not None:
+            self._hear()  # its last words
+            chainer.socket.close()
+            log.warning("audit: the chainer process ended (exit code %s); starting another", chainer.end())
         try:
-            await anyio.to_thread.run_sync(self._log.checkpoint)
-        except sqlite3.Error as e:  # the next one copies what this one could not
-            log.warning("audit: could not checkpoint the database's WAL (%s)", e)
-        finally:
-            done.set()
+            chainer = self._chainer = _Chainer(self._db)
+        except OSError as e:
+            log.error("audit: could not start the chainer process (%s); trying again", e)
+            self._chainer, self._failing = None, f"no chainer process: {e}"
+            return None
+        self._pass_again(chainer)
+        return chainer
+
+    def _pass_again(self, chainer: _Chainer) -> None:
+        """Pass what an ended chainer held to its successor: each journal still there, and unlocked."""
+        for name, passed in list(self._passed.items()):
+            try:
+                fd = os.open(passed.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                del self._passed[name]  # chained after all (its places are not known here)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_nlink == 0:
+                    del self._passed[name]
+                elif not chainer.give(name, fd):
+                    return
+            except BlockingIOError:
+                del self._passed[name]  # another process is chaining it
+            finally:
+                os.close(fd)
+
+    def _hear(self) -> None:
+        """Take the chainer's answers: tell each chained record's ``chained`` its place."""
+        if self._chainer is None:
+            return
+        for said in self._chainer.answers():
+            if "chained" in said:
+                passed = self._passed.pop(said["chained"], None)
+                if self._failing is not None:
+                    log.warning("audit: chaining works again")
+                self._failing = None
+                first = int(said["first"])
+                if passed is not None and first:
+                    for place, then in enumerate(passed.chained, first):
+                        if then is not None:
+                            then(place)
+            elif "failing" in said:
+                log.warning("audit: could not chain journaled records yet (%s); trying again", said["failing"])
+                self._failing = str(said["failing"])
+            elif "unreadable" in said:
+                passed = self._passed.pop(said["unreadable"], None)
+                log.error("audit: the journal %s could not be chained (%s); it stays in place",
+                          passed.path if passed else said["unreadable"], said.get("error"))  # fmt: skip
+        for name, passed in list(self._passed.items()):
+            # An answer lost (a chainer that died between chaining and saying so, or one that could not say
+            # it): a journal passed a while ago and gone was chained, at places not known here.
+            if time.monotonic() - passed.opened < UNANSWERED_S or passed.path.exists():
+                break
+            del self._passed[name]
+        oldest = next(iter(self._passed.values()), self._file)
+        self._unchained_since = oldest.opened if oldest is not None else None
 
     async def aclose(self, timeout_s: float = 10) -> None:
-        """Chain everything written. What cannot be chained within ``timeout_s`` stays in its journal, for
-        the next gateway or ``bosun audit`` command."""
+        """Chain everything written, and stop the chainer. What cannot be chained within ``timeout_s`` stays
+        in its journal, for the next gateway or ``bosun audit`` command."""
         with anyio.CancelScope(shield=True):
-            for _ in range(max(1, round(timeout_s / INGEST_EVERY_S))):
-                if self.ingest():
-                    break
-                await anyio.sleep(INGEST_EVERY_S)
-        with contextlib.suppress(sqlite3.Error):
-            self._log.forget_journals(self._gone)
-        for left in self._sealed:
-            os.close(left.fd)
+            await self.chain_now(timeout_s)
+            if self._chainer is not None:
+                await self._chainer.stop()
+                self._hear()
+                self._chainer.socket.close()
+        if self._file is not None:
+            os.close(self._file.fd)
+        for left in [*self._passed.values(), *([self._file] if self._file else [])]:
             log.error("audit: %d record(s) stay in %s, to be chained by the next gateway or `bosun audit`",
-                      len(left.rows), left.path)  # fmt: skip
-        self._log.close()
+                      left.count, left.path)  # fmt: skip
+        self._file = None
 
 
 def recover(audit: AuditLog) -> int:
@@ -230,7 +343,7 @@ def recover(audit: AuditLog) -> int:
     if not directory.is_dir():
         return 0
     chained = 0
-    for path in sorted(directory.glob("*" + _SUFFIX)):
+    for path in sorted(directory.glob("*" + SUFFIX)):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -242,7 +355,7 @@ def recover(audit: AuditLog) -> int:
                 continue  # its gateway is alive and writing
             if os.fstat(fd).st_nlink == 0:
                 continue  # removed while this waited: it was chained
-            payloads = _read(fd, path)
+            payloads = read_journal(fd, path)
             if audit.ingest(path.stem, payloads) is not None:
                 chained += len(payloads)
                 log.warning("audit: chained %d record(s) a gateway had journaled before it stopped (%s)",
@@ -256,14 +369,15 @@ def recover(audit: AuditLog) -> int:
         with contextlib.suppress(FileNotFoundError):
             if time.time() - stale.stat().st_mtime > 60:
                 stale.unlink()
-    on_disk = {path.stem for path in directory.glob("*" + _SUFFIX)}
+    on_disk = {path.stem for path in directory.glob("*" + SUFFIX)}
     audit.forget_journals(audit.journals() - on_disk)
     return chained
 
 
-def _read(fd: int, path: Path) -> list[dict[str, Any]]:
-    with os.fdopen(os.dup(fd), "rb") as f:
-        data = f.read()
+def read_journal(fd: int, path: Path) -> list[dict[str, Any]]:
+    """The records of the journal open as ``fd`` (from its start, wherever the file's offset is)."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0)
     lines = data.split(b"\n")
     if lines[-1]:
         # Only the last line can be cut short, by a gateway dying in the middle of its write: that write's
@@ -309,7 +423,7 @@ def settle(audit: AuditLog, timeout_s: float = 5) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         recover(audit)
-        if not any(_live(p) for p in audit.journal_dir.glob("*" + _SUFFIX)):
+        if not any(_live(p) for p in audit.journal_dir.glob("*" + SUFFIX)):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -13,7 +13,6 @@ policy's ``audit.keep`` names the tool, and then only their redacted text, cappe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -136,7 +135,7 @@ def _row_to_record(row: sqlite3.Row) -> Record:
 
 
 class AuditLog:
-    def __init__(self, path: Path, busy_timeout_s: float = 30, autocheckpoint: bool = True) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 30) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), so two gateways on one home
@@ -145,8 +144,6 @@ class AuditLog:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        if not autocheckpoint:  # the owner checkpoints itself (``checkpoint``), off the commit's path
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         path.chmod(0o600)
 
@@ -213,13 +210,6 @@ class AuditLog:
             self._db.execute("ROLLBACK")
             raise
         return anchors
-
-    def checkpoint(self) -> None:
-        """Copy what the WAL holds into the database (a passive checkpoint: it waits for no one), on a
-        connection of its own, so that it may run in a thread while this log commits: SQLite does its I/O
-        and its fsyncs without the GIL."""
-        with contextlib.closing(sqlite3.connect(self.path, timeout=0)) as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def journals(self) -> set[str]:
         """The journals marked as chained."""

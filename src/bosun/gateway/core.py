@@ -640,7 +640,7 @@ class Gateway:
             if flow is not None:
                 note["flow"] = flow
                 note["origin"] = flow.next_call(public, policy.flow.labels(public, self._labels(server)))
-            decision = self._decide(policy, agent, public, arguments, flow, note.get("origin"))
+            decision = await self._decide(policy, agent, public, arguments, flow, note.get("origin"))
             note["decision"], note["detail"]["rules"] = decision.effect, list(decision.rules)
             # Decided on what the agent sent; forwarded (and shown to a person) with every secret in it redacted.
             sent, redacted_args = self.redactor.value(arguments or {})
@@ -698,7 +698,7 @@ class Gateway:
             log.warning("the client could not ask its user (%s); waiting for `bosun approve` instead", answer.message)
         return await self.asks.ask(agent, server, tool, arguments, decision, policy)
 
-    def _decide(
+    async def _decide(
         self, policy: Engine, agent: str, public: str, arguments: dict[str, Any] | None,
         flow: SessionFlow | None, origin: Origin | None,
     ) -> Decision:  # fmt: skip
@@ -712,8 +712,8 @@ class Gateway:
         if trip is None:
             return decision
         # The refusal names the records of the calls it points at, once they are chained: chain them now (a
-        # refusal is rare; chaining what the journal holds takes milliseconds at most).
-        if self.journal.ingest():
+        # refusal is rare; the chainer takes milliseconds at most).
+        if await self.journal.chain_now():
             trip = policy.flow.check(flow, agent, groups, public, origin.labels, arguments) or trip
         log.warning("flow control: %s: %s", trip.rule, trip.reason, extra={"server": server})
         return Decision(policy.flow.flow.on_violation, (*decision.rules, trip.rule), trip.reason)
