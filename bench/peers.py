@@ -321,6 +321,20 @@ def container_mb(label: str) -> float:
     return number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(unit, 1)
 
 
+def _stat(pid: int) -> tuple[int, int]:
+    """A process's parent and the CPU clock ticks it used so far (with the children it reaped); OSError once
+    it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime
+
+
+def process_ticks(pid: int) -> int:
+    """CPU clock ticks one process used so far (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        return _stat(pid)[1]
+    return 0
+
+
 def _ticks(roots: list[int]) -> int:
     """CPU clock ticks used so far by ``roots`` and their live descendants (and the children they reaped)."""
     parents: dict[int, int] = {}
@@ -328,9 +342,7 @@ def _ticks(roots: list[int]) -> int:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-                used[int(entry.name)] = sum(map(int, fields[11:15]))  # utime, stime, cutime, cstime
+                parents[int(entry.name)], used[int(entry.name)] = _stat(int(entry.name))
     tree, grew = set(roots), True
     while grew:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree

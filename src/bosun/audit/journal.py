@@ -214,6 +214,11 @@ class Journal:
         return True
 
     @property
+    def chainer_pid(self) -> int | None:
+        """The chainer process, while one runs (its CPU is the audit's, too)."""
+        return self._chainer.process.pid if self._chainer is not None and self._chainer.alive else None
+
+    @property
     def behind(self) -> int:
         """Journals written and not yet chained."""
         return len(self._passed) + (self._file is not None)
@@ -229,15 +234,16 @@ class Journal:
         return False
 
     async def run(self) -> None:
-        """Start the chainer (again, if it ends), pass it the journal every ``INGEST_EVERY_S`` (or ``SEAL_AT``
-        records) and take its answers, until cancelled. A fault here is logged once and never ends the
+        """Pass the journal to the chainer every ``INGEST_EVERY_S`` (or ``SEAL_AT`` records), starting it (again,
+        if it ended) when needed, and take its answers, until cancelled. A fault here is logged once and never ends the
         gateway: what stays unchained is refused in time (``write``)."""
         faulty = False
         while True:
             await anyio.sleep(_TICK_S)
             try:
                 self._hear()
-                self._running()
+                if self._passed:
+                    self._running()  # started again if it ended holding journals (else at the next sealing)
                 current = self._file
                 if current is not None and (
                     current.count >= SEAL_AT or time.monotonic() - current.opened >= INGEST_EVERY_S
@@ -352,7 +358,7 @@ def recover(audit: AuditLog) -> int:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue  # its gateway is alive and writing
+                continue  # its gateway (or that gateway's chainer) is alive and holds it
             if os.fstat(fd).st_nlink == 0:
                 continue  # removed while this waited: it was chained
             payloads = read_journal(fd, path)
@@ -411,7 +417,7 @@ def _fields(header: bytes) -> list[str]:
     return fields
 
 
-def _payload(row: list[Any], fields: Sequence[str] = _SENT) -> dict[str, Any]:
+def _payload(row: list[Any], fields: Sequence[str]) -> dict[str, Any]:
     """A journal row as the chain takes it (``Record.payload()``, with its time); fields the row lacks (it
     was written by an older gateway) take their defaults."""
     return _DEFAULTS | dict(zip(fields, row, strict=True))
