@@ -270,3 +270,20 @@ async def test_a_journal_the_chainer_cannot_read_is_named_and_left_in_place(
     assert kept.exists() and _tools(log) == []  # ...and it stays, for a person
     assert f"the journal {kept} could not be chained (line 3 is not an audit record)" in caplog.text
     await journal.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_record_comes_out_of_the_journal_as_it_went_in(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    sent = Record("tools/call", agent="ünïcode", tool="naïve", reason='a "quoted"\nline', duration_ms=0.1,
+                  detail={"args": {"n": "int:3"}, "ratio": 1e-7, "big": 2**53 + 1, "ok": False, "none": None},
+                  ts="2026-11-25T00:00:00.000001+00:00")  # fmt: skip
+    journal.write([sent], [None])
+    assert await journal.chain_now()
+    (got,) = log.records()
+    assert (got.agent, got.tool, got.reason, got.duration_ms, got.detail, got.ts) == (
+        sent.agent, sent.tool, sent.reason, sent.duration_ms, sent.detail, sent.ts,
+    )  # fmt: skip
+    assert log.verify() == (1, [])
+    await journal.aclose()

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pydantic_core
 
 from bosun.audit.log import AuditLog, Record
 
@@ -60,10 +61,9 @@ _MAX_MESSAGE = 65536
 # A line is a JSON array of these fields, in this order (the rest, a record's place and hashes, come with
 # the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
 _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
-_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # its own: json.dumps builds one per call
 # A journal's first line names its fields, so that one left by a gateway of another version is read by name.
 _DEFAULTS = Record("").payload()
-_HEADER = (_LINE.encode({"bosun_audit_journal": 1, "fields": list(_SENT)}) + "\n").encode()
+_HEADER = pydantic_core.to_json({"bosun_audit_journal": 1, "fields": list(_SENT)}) + b"\n"
 
 Chained = Callable[[int], None]  # told a record's place in the chain
 
@@ -184,7 +184,7 @@ class Journal:
                               f"({self._failing or 'no error yet'}); calls are refused until it can")  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         rows = [[*[getattr(r, name) for name in _SENT[:-1]], r.ts or now] for r in records]
-        data = ("\n".join([_LINE.encode(row) for row in rows]) + "\n").encode()
+        data = b"\n".join([pydantic_core.to_json(row) for row in rows]) + b"\n"  # a fifth of json's time
         current = self._file = self._file or self._open()
         try:
             written = os.write(current.fd, data)
