@@ -90,7 +90,9 @@ class _Chainer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             argv = [sys.executable, "-m", "bosun.audit.chainer", str(db), str(theirs.fileno())]
-            self.process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            # Not the gateway's stdout, which may be its MCP stream; its stderr, which is the gateway's log.
+            self.process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL)  # fmt: skip
         except BaseException:
             ours.close()
             raise
