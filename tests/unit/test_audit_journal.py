@@ -287,3 +287,25 @@ async def test_a_record_comes_out_of_the_journal_as_it_went_in(tmp_path: Path) -
     )  # fmt: skip
     assert log.verify() == (1, [])
     await journal.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_chainer_that_cannot_start_fails_closed_in_time_naming_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr(journal_module, "CHAIN_LAG_MAX_S", 0.2)
+    monkeypatch.setattr(journal_module, "RESTART_EVERY_S", 0.05)
+    log = AuditLog(tmp_path / "audit.db")
+    journal = Journal(log)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", str(tmp_path / "no-python"))
+        journal.write([Record("tools/call", tool="a")], [None])
+        assert not await journal.chain_now(timeout_s=0.3)  # calls go on meanwhile...
+        with pytest.raises(AuditBehind, match="no chainer process"):
+            journal.write([Record("tools/call", tool="b")], [None])  # ...until the audit is too far behind
+    assert "could not start the chainer process" in caplog.text
+    await anyio.sleep(0.05)
+    assert await journal.chain_now() and _tools(log) == ["a"]  # started once it can be
+    journal.write([Record("tools/call", tool="c")], [None])
+    assert await journal.chain_now() and _tools(log) == ["a", "c"]
+    await journal.aclose()
