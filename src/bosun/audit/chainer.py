@@ -69,8 +69,11 @@ class _Chainer:
             if not data and not fds:
                 self.open = False
                 return
-            if fds:
-                self.queue.append((data.decode(), fds[0]))
+            name = data.decode(errors="replace")
+            if fds and (not name or "/" in name or name.startswith(".")):  # not a journal's name: not ours to touch
+                os.close(fds[0])
+            elif fds:
+                self.queue.append((name, fds[0]))
 
     def chain_next(self) -> bool:
         """Chain the oldest journal waiting; False if that failed (it stays first, for a retry)."""

@@ -83,7 +83,7 @@ class _File:
     chained: list[Chained | None] = dataclasses.field(default_factory=list)  # of each record
 
 
-class _Chainer:
+class _ChainerProcess:
     """The gateway's end of its chainer process: journals go to it as open files, answers come back."""
 
     def __init__(self, db: Path) -> None:
@@ -157,7 +157,7 @@ class Journal:
         self.directory = audit.journal_dir
         self.directory.mkdir(mode=0o700, exist_ok=True)
         self._db = audit.path
-        self._chainer: _Chainer | None = None
+        self._chainer: _ChainerProcess | None = None
         self._started = -math.inf  # when the last chainer was started
         self._file: _File | None = None  # opened by the first write after each sealing
         self._passed: dict[str, _File] = {}  # passed to the chainer, not yet chained, oldest first
@@ -236,9 +236,9 @@ class Journal:
         return False
 
     async def run(self) -> None:
-        """Pass the journal to the chainer every ``INGEST_EVERY_S`` (or ``SEAL_AT`` records), starting it (again,
-        if it ended) when needed, and take its answers, until cancelled. A fault here is logged once and never ends the
-        gateway: what stays unchained is refused in time (``write``)."""
+        """Pass the journal to the chainer every ``INGEST_EVERY_S`` (or ``SEAL_AT`` records), starting it
+        (again, if it ended) when needed, and take its answers, until cancelled. A fault here is logged once
+        and never ends the gateway: what stays unchained is refused in time (``write``)."""
         faulty = False
         while True:
             await anyio.sleep(_TICK_S)
@@ -257,7 +257,7 @@ class Journal:
                     log.exception("audit: passing journals to the chainer failed; trying again")
                 faulty, self._failing = True, f"{type(e).__name__}: {e}"
 
-    def _running(self) -> _Chainer | None:
+    def _running(self) -> _ChainerProcess | None:
         """The chainer, started (again) if it is not running; None while it cannot be."""
         chainer = self._chainer
         if chainer is not None and chainer.alive:
@@ -270,7 +270,7 @@ class Journal:
             chainer.socket.close()
             log.warning("audit: the chainer process ended (exit code %s); starting another", chainer.end())
         try:
-            chainer = self._chainer = _Chainer(self._db)
+            chainer = self._chainer = _ChainerProcess(self._db)
         except OSError as e:
             log.error("audit: could not start the chainer process (%s); trying again", e)
             self._chainer, self._failing = None, f"no chainer process: {e}"
@@ -278,7 +278,7 @@ class Journal:
         self._pass_again(chainer)
         return chainer
 
-    def _pass_again(self, chainer: _Chainer) -> None:
+    def _pass_again(self, chainer: _ChainerProcess) -> None:
         """Pass what an ended chainer held to its successor: each journal still there, and unlocked."""
         for name, passed in list(self._passed.items()):
             try:
