@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -42,10 +43,21 @@ def _tools(log: AuditLog) -> list[str]:
     return [r.tool for r in log.records()]
 
 
+@pytest.fixture
+def log(tmp_path: Path) -> AuditLog:
+    return AuditLog(tmp_path / "audit.db")
+
+
+@pytest.fixture
+async def journal(log: AuditLog) -> AsyncIterator[Journal]:
+    """A gateway's journal; its chainer, once started, is stopped at the end."""
+    kept = Journal(log)
+    yield kept
+    await kept.aclose()
+
+
 @pytest.mark.anyio
-async def test_records_are_kept_then_chained_in_order_and_their_journal_goes(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
+async def test_records_are_kept_then_chained_in_order_and_their_journal_goes(log: AuditLog, journal: Journal) -> None:
     told: list[int] = []
     journal.write([Record("tools/call", tool="a"), Record("tools/call", tool="b")], [told.append, None])
     journal.write([Record("tools/call", tool="c")], [told.append])
@@ -133,12 +145,10 @@ def test_a_journal_of_another_version_is_read_by_its_fields_names(tmp_path: Path
 
 @pytest.mark.anyio
 async def test_chaining_waits_for_another_writer_off_the_gateway_then_fails_closed_in_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    log: AuditLog, journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     monkeypatch.setattr(journal_module, "CHAIN_LAG_MAX_S", 0.3)
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
-    other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    other = sqlite3.connect(log.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     async with anyio.create_task_group() as tg:
         tg.start_soon(journal.run)
@@ -158,28 +168,22 @@ async def test_chaining_waits_for_another_writer_off_the_gateway_then_fails_clos
         journal.write([Record("tools/call", tool="d")], [None])  # taken again
         assert await journal.chain_now() and _tools(log) == ["a", "b", "d"]
         tg.cancel_scope.cancel()
-    await journal.aclose()
 
 
 @pytest.mark.anyio
-async def test_settle_waits_for_a_live_gateways_journal(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)  # alive: its journal is locked, so no reader takes it for one left behind
+async def test_settle_waits_for_a_live_gateways_journal(log: AuditLog, journal: Journal) -> None:
+    # Alive: its journal is locked, so no reader takes it for one left behind.
     journal.write([Record("tools/call", tool="a")], [None])
     assert not settle(AuditLog(log.path), timeout_s=0.2)
     assert _tools(log) == []
     assert await journal.chain_now()
     assert settle(AuditLog(log.path), timeout_s=0.2) and _tools(log) == ["a"]
-    await journal.aclose()
 
 
 @pytest.mark.anyio
 async def test_a_fault_in_passing_journals_is_logged_once_and_never_ends_the_gateway(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    log: AuditLog, journal: Journal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
-
     def broken(*_: object) -> None:
         raise RuntimeError("a fault nobody foresaw")
 
@@ -193,16 +197,13 @@ async def test_a_fault_in_passing_journals_is_logged_once_and_never_ends_the_gat
         await anyio.sleep(0.3)  # the same task, now that sealing works
         assert _tools(log) == ["a"]
         tg.cancel_scope.cancel()
-    await journal.aclose()
 
 
 @pytest.mark.anyio
 async def test_a_chainer_killed_is_started_again_and_given_what_it_held(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    log: AuditLog, journal: Journal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     monkeypatch.setattr(journal_module, "RESTART_EVERY_S", 0.1)
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
     told: list[int] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(journal.run)
@@ -220,7 +221,6 @@ async def test_a_chainer_killed_is_started_again_and_given_what_it_held(
         tg.cancel_scope.cancel()
     assert journal._chainer is not first and "the chainer process ended (exit code -9)" in caplog.text
     assert _tools(log) == ["a", "b"] and told == [1, 2] and log.verify() == (2, [])
-    await journal.aclose()
 
 
 # A gateway in miniature with its chainer: keeps and passes records, then dies without a word.
@@ -258,10 +258,8 @@ def test_a_killed_gateways_chainer_chains_what_it_was_given_and_ends(tmp_path: P
 
 @pytest.mark.anyio
 async def test_a_journal_the_chainer_cannot_read_is_named_and_left_in_place(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    log: AuditLog, journal: Journal, caplog: pytest.LogCaptureFixture
 ) -> None:  # fmt: skip
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
     journal.write([Record("tools/call", tool="a")], [None])
     (kept,) = log.journal_dir.glob("*.jsonl")
     with kept.open("ab") as f:
@@ -269,13 +267,10 @@ async def test_a_journal_the_chainer_cannot_read_is_named_and_left_in_place(
     assert await journal.chain_now()  # nothing waits for it any more...
     assert kept.exists() and _tools(log) == []  # ...and it stays, for a person
     assert f"the journal {kept} could not be chained (line 3 is not an audit record)" in caplog.text
-    await journal.aclose()
 
 
 @pytest.mark.anyio
-async def test_a_record_comes_out_of_the_journal_as_it_went_in(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
+async def test_a_record_comes_out_of_the_journal_as_it_went_in(log: AuditLog, journal: Journal) -> None:
     sent = Record("tools/call", agent="ünïcode", tool="naïve", reason='a "quoted"\nline', duration_ms=0.1,
                   detail={"args": {"n": "int:3"}, "ratio": 1e-7, "big": 2**53 + 1, "ok": False, "none": None},
                   ts="2026-11-25T00:00:00.000001+00:00")  # fmt: skip
@@ -286,19 +281,16 @@ async def test_a_record_comes_out_of_the_journal_as_it_went_in(tmp_path: Path) -
         sent.agent, sent.tool, sent.reason, sent.duration_ms, sent.detail, sent.ts,
     )  # fmt: skip
     assert log.verify() == (1, [])
-    await journal.aclose()
 
 
 @pytest.mark.anyio
 async def test_a_chainer_that_cannot_start_fails_closed_in_time_naming_why(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    log: AuditLog, journal: Journal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     monkeypatch.setattr(journal_module, "CHAIN_LAG_MAX_S", 0.2)
     monkeypatch.setattr(journal_module, "RESTART_EVERY_S", 0.05)
-    log = AuditLog(tmp_path / "audit.db")
-    journal = Journal(log)
     with monkeypatch.context() as patch:
-        patch.setattr(sys, "executable", str(tmp_path / "no-python"))
+        patch.setattr(sys, "executable", str(log.path.parent / "no-python"))
         journal.write([Record("tools/call", tool="a")], [None])
         assert not await journal.chain_now(timeout_s=0.3)  # calls go on meanwhile...
         with pytest.raises(AuditBehind, match="no chainer process"):
@@ -308,4 +300,3 @@ async def test_a_chainer_that_cannot_start_fails_closed_in_time_naming_why(
     assert await journal.chain_now() and _tools(log) == ["a"]  # started once it can be
     journal.write([Record("tools/call", tool="c")], [None])
     assert await journal.chain_now() and _tools(log) == ["a", "c"]
-    await journal.aclose()
