@@ -162,7 +162,6 @@ class Journal:
         self._file: _File | None = None  # opened by the first write after each sealing
         self._passed: dict[str, _File] = {}  # passed to the chainer, not yet chained, oldest first
         self._failing: str | None = None  # why chaining fails, while it does
-        self._unchained_since: float | None = None  # when the oldest record not yet chained was written
 
     def _open(self) -> _File:
         # Created and locked under a temporary name, then renamed: another process must never find this
@@ -181,7 +180,8 @@ class Journal:
         """Keep records, in order, in one write; ``chained[i]`` (if any) is told record i's place in the
         chain once it is chained. Raises OSError if they could not be kept (then none of them was), and
         AuditBehind, keeping none, while records kept ``CHAIN_LAG_MAX_S`` ago are still not chained."""
-        if self._unchained_since is not None and time.monotonic() - self._unchained_since > CHAIN_LAG_MAX_S:
+        oldest = next(iter(self._passed.values()), self._file)  # holds the oldest record not yet chained
+        if oldest is not None and time.monotonic() - oldest.opened > CHAIN_LAG_MAX_S:
             raise AuditBehind(f"the audit has not chained its records for over {CHAIN_LAG_MAX_S:g}s "
                               f"({self._failing or 'no error yet'}); calls are refused until it can")  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -198,8 +198,6 @@ class Journal:
         current.size += written
         current.count += len(records)
         current.chained += chained
-        if self._unchained_since is None:
-            self._unchained_since = current.opened
 
     def seal(self) -> bool:
         """Pass the journal written so far to the chainer; False if it cannot take it now (then the journal
@@ -325,8 +323,6 @@ class Journal:
             if time.monotonic() - passed.opened < UNANSWERED_S or passed.path.exists():
                 break
             del self._passed[name]
-        oldest = next(iter(self._passed.values()), self._file)
-        self._unchained_since = oldest.opened if oldest is not None else None
 
     async def aclose(self, timeout_s: float = 10) -> None:
         """Chain everything written, and stop the chainer. What cannot be chained within ``timeout_s`` stays
