@@ -100,6 +100,19 @@ def test_redactor_leaves_clean_results_untouched() -> None:
     assert os.environ.get(PASSPHRASE_ENV) is None
 
 
+def test_a_result_is_searched_through_the_json_it_was_validated_from() -> None:
+    """The gateway hands over the wire's JSON with the result: what it holds is found as in the model itself."""
+    r = Redactor({"api-key": VALUE})
+    raw = {"content": [{"type": "text", "text": f"key:\n{VALUE}"}], "structuredContent": {"k": "AKIAIOSFODNN7EXAMPLE"}}
+    dirty = types.CallToolResult.model_validate(raw)
+    cleaned, hits = r.model(dirty, raw)
+    assert hits == {"api-key", "aws-access-key-id"}
+    assert VALUE not in cleaned.model_dump_json() and "AKIAIOSFODNN7EXAMPLE" not in cleaned.model_dump_json()
+    clean_raw = {"content": [{"type": "text", "text": "nothing here"}]}
+    clean = types.CallToolResult.model_validate(clean_raw)
+    assert r.model(clean, clean_raw)[0] is clean
+
+
 def test_a_multi_line_stored_value_is_found_through_json_escapes() -> None:
     """A stored PEM key has newlines, which JSON escapes: the serialised search must still find it."""
     pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"

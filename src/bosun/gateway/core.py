@@ -730,9 +730,8 @@ class Gateway:
         upstream = self.upstream(route.server, client)
         with upstream.relay.serving(downstream):
             timeout_s = self.settings.call_timeout(route.server)
-            result = await upstream.call_tool(route.name, arguments or {}, progress, timeout_s)
-        result, hits = self.redactor.model(result)
-        return result, hits
+            result, source = await upstream.call_tool(route.name, arguments or {}, progress, timeout_s)
+        return self.redactor.model(result, source)
 
     def _labels(self, server: str) -> list[str]:
         try:

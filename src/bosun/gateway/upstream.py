@@ -517,9 +517,10 @@ class Upstream:
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], progress: ProgressFnT | None = None, timeout_s: float | None = None
-    ) -> types.CallToolResult:
+    ) -> tuple[types.CallToolResult, Any]:
         """One ``tools/call`` on the wire (see the module's docstring); unanswered after ``timeout_s``, it is
-        cancelled at the server and fails (``UpstreamError``)."""
+        cancelled at the server and fails (``UpstreamError``). With the result, the JSON value it was validated
+        from when it came off the wire (None through the SDK's session), for ``Redactor.model``."""
         session = await self.session()
         live = self._live
         if live is None:
@@ -527,7 +528,7 @@ class Upstream:
         if live.link.wire is None:
             try:
                 return await session.call_tool(name, arguments, read_timeout_seconds=timeout_s,
-                                               progress_callback=progress)  # fmt: skip
+                                               progress_callback=progress), None  # fmt: skip
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as e:
                 raise UpstreamError(f"server {self.name!r} went away during the call ({e})") from None
             except MCPError as e:
@@ -537,7 +538,7 @@ class Upstream:
         params = {"name": name, "arguments": arguments}
         result = await live.link.wire.request("tools/call", params, progress, timeout_s, name)
         try:
-            return types.CallToolResult.model_validate(result)
+            return types.CallToolResult.model_validate(result), result
         except ValueError as e:
             raise MCPError(types.INTERNAL_ERROR, f"{self.name} answered tools/call with a malformed result") from e
 
