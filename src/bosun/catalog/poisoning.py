@@ -37,6 +37,31 @@ def matches(rules: Iterable[Rule], text: str) -> Iterator[tuple[Rule, re.Match[s
             yield rule, m
 
 
+class RuleSet:
+    """Rules always run together (a policy's screening), with every rule's words gathered once, so that an
+    ASCII text holding none of them, the common case, is passed in one loop instead of a test per rule."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        words = None if any(r.words is None for r in self.rules) else {w for r in self.rules for w in r.words or ()}
+        # None: some rule has no words, so no text is passed unread. A word holding another adds nothing.
+        self._words = None if words is None else [w for w in sorted(words) if not any(o != w and o in w for o in words)]
+
+    def clear(self, text: str) -> bool:
+        """Whether no rule can match ``text`` (an ASCII text without any rule's words; see ``Rule``)."""
+        if self._words is None or not text.isascii():
+            return False
+        low = text.lower()
+        for word in self._words:  # noqa: SIM110  # any() over a generator is a third slower, on every result
+            if word in low:
+                return False
+        return True
+
+    def matches(self, text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
+        """``matches`` of these rules, with nothing read past ``clear``."""
+        return iter(()) if self.clear(text) else matches(self.rules, text)
+
+
 # Text addressed to the model rather than the user: shared with the screening of tool results.
 INSTRUCTION_RULES: list[Rule] = [
     Rule(

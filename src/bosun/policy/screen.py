@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
-from bosun.catalog.poisoning import INSTRUCTION_RULES, Rule, matches
+from bosun.catalog.poisoning import INSTRUCTION_RULES, Rule, RuleSet
 from bosun.policy.rules import PolicyError, Screening
 from bosun.policy.texts import map_texts
 
@@ -77,28 +77,14 @@ class Screener:
 
     def __init__(self, screening: Screening) -> None:
         self.screening = screening
-        self._rules = [*_RESULT_RULES, *(Rule(p.id, re.compile(p.regex)) for p in screening.patterns)]
+        self._rules = RuleSet([*_RESULT_RULES, *(Rule(p.id, re.compile(p.regex)) for p in screening.patterns)])
         self._classifier = _load_classifier(screening.classifier) if screening.classifier else None
-        # Every rule's words in one list (none that holds another), so that an ASCII text holding none of them,
-        # most results, is passed in one loop instead of a test per rule. None: some rule has no words.
-        words = None if any(r.words is None for r in self._rules) else {w for r in self._rules for w in r.words or ()}
-        self._words = None if words is None else [w for w in sorted(words) if not any(o != w and o in w for o in words)]
-
-    def _clear(self, text: str) -> bool:
-        """Whether no rule can match ``text`` (see ``Rule``: an ASCII text without any of a rule's words)."""
-        if self._words is None or not text.isascii():
-            return False
-        low = text.lower()
-        for word in self._words:  # noqa: SIM110  # any() over a generator is a third slower, on every result
-            if word in low:
-                return False
-        return True
 
     def scan(self, text: str) -> list[Finding]:
-        found = [] if self._clear(text) else [
+        found = [
             Finding(rule.name, m.group(0)[:SPAN_CAP].encode("unicode_escape").decode())
-            for rule, m in matches(self._rules, text)
-        ]  # fmt: skip
+            for rule, m in self._rules.matches(text)
+        ]
         if self._classifier is not None:
             try:
                 found += [Finding(str(rule), str(span)[:SPAN_CAP]) for rule, span in self._classifier(text)]
