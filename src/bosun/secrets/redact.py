@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, NamedTuple, TypeVar
 
 import pydantic_core
@@ -49,6 +50,11 @@ FORMATS: dict[str, Format] = {
 }
 
 
+def _longest_first(values: Iterable[str]) -> re.Pattern[str]:
+    """One alternation of ``values``, longest first: a value that contains another is matched whole."""
+    return re.compile("|".join(map(re.escape, sorted(values, key=len, reverse=True))))
+
+
 class Redactor:
     def __init__(self, secrets: dict[str, str], formats: bool = True) -> None:
         usable = {v: n for n, v in secrets.items() if len(v) >= MIN_LENGTH}
@@ -56,7 +62,7 @@ class Redactor:
         # Stored values first, longest first: a stored token is named by its name, not its format, and a
         # secret that contains another is replaced whole. One regex per kind, not one alternation: each
         # keeps the engine's scan for its literal prefix, which an alternation of them loses (about 50x).
-        self._stored = re.compile("|".join(map(re.escape, sorted(usable, key=len, reverse=True)))) if usable else None
+        self._stored = _longest_first(usable) if usable else None
         self._formats = [(re.compile(f.regex), name) for name, f in FORMATS.items()] if formats else []
         # The formats' literals, one regex per first character: each keeps the engine's scan for its literal
         # first character, which one alternation of them all loses (1.6 against 2.6 us a 200-character result).
@@ -68,9 +74,7 @@ class Redactor:
         # key's newlines are \n there) and the formats lose their word boundaries (an escape such as \n
         # puts a letter before a token). No needle is changed by JSON's escapes.
         escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in usable} | set(usable)
-        self._stored_json = (
-            re.compile("|".join(map(re.escape, sorted(escaped, key=len, reverse=True)))) if usable else None
-        )
+        self._stored_json = _longest_first(escaped) if usable else None
         self._formats_json = [re.compile(p.pattern.replace(r"\b", "")) for p, _ in self._formats]
 
     def text(self, value: str) -> tuple[str, set[str]]:
