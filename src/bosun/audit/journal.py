@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import math
+import operator
 import os
 import secrets
 import socket
@@ -61,6 +62,7 @@ _MAX_MESSAGE = 65536
 # A line is a JSON array of these fields, in this order (the rest, a record's place and hashes, come with
 # the chain). An array, not an object: encoding it is a third cheaper, in the request's path.
 _SENT = tuple(f.name for f in dataclasses.fields(Record) if f.name not in ("seq", "prev", "hash"))
+_SENT_BUT_TS = operator.attrgetter(*_SENT[:-1])  # a record's fields read in C, not a getattr a field (2x)
 # A journal's first line names its fields, so that one left by a gateway of another version is read by name.
 _DEFAULTS = Record("").payload()
 _HEADER = pydantic_core.to_json({"bosun_audit_journal": 1, "fields": list(_SENT)}) + b"\n"
@@ -185,7 +187,7 @@ class Journal:
             raise AuditBehind(f"the audit has not chained its records for over {CHAIN_LAG_MAX_S:g}s "
                               f"({self._failing or 'no error yet'}); calls are refused until it can")  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="microseconds")
-        rows = [[*[getattr(r, name) for name in _SENT[:-1]], r.ts or now] for r in records]
+        rows = [(*_SENT_BUT_TS(r), r.ts or now) for r in records]
         data = b"\n".join([pydantic_core.to_json(row) for row in rows]) + b"\n"  # a fifth of json's time
         current = self._file = self._file or self._open()
         try:
