@@ -367,6 +367,14 @@ def cpu_seconds(roots: list[int]) -> Iterator[list[float]]:
     out += [(_ticks(roots) - own) / hz, (_machine_ticks() - machine) / hz]
 
 
+def _canned_reply(msg: dict[str, Any]) -> bytes | None:
+    """The canned servers' answer to a request (None for a notification): an echo result, made afresh."""
+    if "id" not in msg:
+        return None
+    result = {"content": [{"type": "text", "text": "hi"}]}
+    return json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode()
+
+
 async def canned_server(port: int) -> None:
     """The cheapest possible MCP-shaped HTTP reply (asyncio streams, no framework): the generator's ceiling."""
 
@@ -375,12 +383,10 @@ async def canned_server(port: int) -> None:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).lower()
                 length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-                msg = json.loads(await reader.readexactly(length))
-                if "id" not in msg:
+                body = _canned_reply(json.loads(await reader.readexactly(length)))
+                if body is None:
                     writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
                     continue
-                result = {"content": [{"type": "text", "text": "hi"}]}
-                body = json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: canned\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
         writer.close()
@@ -392,6 +398,36 @@ async def canned_server(port: int) -> None:
 
 def _canned_process(port: int) -> None:
     asyncio.run(canned_server(port))
+
+
+async def _canned_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:  # fmt: skip
+    """The canned reply as an ASGI app, to be served as Bosun serves its own (``_uvicorn_canned_process``)."""
+    if scope["type"] != "http":
+        return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = _canned_reply(json.loads(b"".join(chunks)))
+    headers = [(b"content-type", b"application/json"), (b"mcp-session-id", b"canned"),
+               (b"content-length", str(len(body or b"")).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": 202 if body is None else 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body or b""})
+
+
+def _uvicorn_canned_process(port: int) -> None:
+    """The canned reply behind the HTTP server Bosun's gateway runs (uvicorn on uvloop, httptools, writes
+    coalesced a loop turn): what a call over HTTP costs before the gateway does anything."""
+    import uvicorn
+
+    from bosun.gateway.coalesce import CoalescingHttpTools
+
+    config = uvicorn.Config(_canned_app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                            lifespan="off", http=CoalescingHttpTools, loop="uvloop", proxy_headers=False)  # fmt: skip
+    uvicorn.Server(config).run()
 
 
 def install_contextforge() -> Path:
@@ -559,6 +595,13 @@ def main() -> None:
         rows["load generator alone (canned reply)"] = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls,
                                                                 args.seconds, [canned.pid or 0])  # fmt: skip
         canned.terminate()
+        port = free_port()
+        canned = multiprocessing.get_context("spawn").Process(target=_uvicorn_canned_process, args=(port,), daemon=True)
+        canned.start()
+        time.sleep(2)
+        floor = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls, args.seconds, [canned.pid or 0])
+        rows["Bosun's HTTP server alone (canned reply)"] = floor
+        canned.terminate()
 
         print("direct ...", flush=True)
         rows["direct, raw stdio"] = asyncio.run(stdio_path(direct, None, "echo", args.calls, args.seconds))
@@ -633,7 +676,7 @@ def main() -> None:
         p99 = sorted(row.latencies)[int(len(row.latencies) * 0.99)]
         shown = [f"{r:8.0f}" for r in row.rates] or [f"{'-':>8}"] * 2
         shown += [f"{c:8.0f}" for c in row.cpu] or [f"{'-':>8}"] * 2
-        over = f"{p50 - base:+7.2f}" if not name.startswith("load") else f"{'':>7}"
+        over = f"{p50 - base:+7.2f}" if not name.endswith("(canned reply)") else f"{'':>7}"
         print(f"{name:38} {p50:7.2f} {p99:7.2f} {over} {1000 / p50:7.0f} {' '.join(shown)}")
     bosun = rows["Bosun, streamable HTTP"]
     for peer_name in ("mcp-proxy, streamable HTTP", "ContextForge, streamable HTTP"):
