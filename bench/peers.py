@@ -600,7 +600,7 @@ def main() -> None:
         canned.start()
         time.sleep(2)
         floor = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls, args.seconds, [canned.pid or 0])
-        rows["Bosun's HTTP server alone (canned reply)"] = floor
+        rows["Bosun's uvicorn (canned reply)"] = floor
         canned.terminate()
 
         print("direct ...", flush=True)
