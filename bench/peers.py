@@ -11,8 +11,10 @@ The echo server is the `everything` image; every path runs it with the same hard
 
 Figures: p50/p99 of sequential calls; calls/s with 16 and 64 concurrent clients (each its own MCP
 session over HTTP, or requests in flight on the one stdio connection); the load generator's own
-ceiling (the same generator against a canned reply); Bosun's cold first call (gateway up, container
-not yet started); the idle server container's memory and the gateway's RSS. With 16 clients, the CPU
+ceiling (the same generator against a canned reply), and the same reply behind the HTTP server
+Bosun's gateway runs (uvicorn as the gateway configures it: the floor under Bosun's HTTP rows);
+Bosun's cold first call (gateway up, container not yet started); the idle server container's memory
+and the gateway's RSS. With 16 clients, the CPU
 time each call took: in the path's own processes (the gateway and its children, such as the `docker
 run -i` a peer starts; the generator's canned server; the direct path's `docker` CLI), and on the
 whole machine (every process, the generator and the echo server included). The machine's CPU is
