@@ -14,10 +14,10 @@ session over HTTP, or requests in flight on the one stdio connection); the load 
 ceiling (the same generator against a canned reply), and the same reply behind the HTTP server
 Bosun's gateway runs (uvicorn as the gateway configures it: the floor under Bosun's HTTP rows);
 Bosun's cold first call (gateway up, container not yet started); the idle server container's memory
-and the gateway's RSS. With 16 clients, the CPU
-time each call took: in the path's own processes (the gateway and its children, such as the `docker
-run -i` a peer starts; the generator's canned server; the direct path's `docker` CLI), and on the
-whole machine (every process, the generator and the echo server included). The machine's CPU is
+and the gateway's RSS. With 16 clients, the CPU time each call took: in the path's own processes
+(the gateway and its children, such as the `docker run -i` a peer starts; the canned servers; the
+direct path's `docker` CLI), and on the whole machine (every process, the generator and the echo
+server included). The machine's CPU is
 what the calls/s share: on two cores, a path that takes less CPU per call leaves more for the rest.
 Bosun over HTTP and `mcp-proxy`, whose ratio is a target, are measured in alternating rounds
 (``--rounds``), and their rows give every latency and the median rates and CPU of the rounds.
@@ -421,15 +421,25 @@ async def _canned_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dic
 
 
 def _uvicorn_canned_process(port: int) -> None:
-    """The canned reply behind the HTTP server Bosun's gateway runs (uvicorn on uvloop, httptools, writes
+    """The canned reply behind the HTTP server Bosun's gateway runs (``http_config``: uvicorn, httptools, writes
     coalesced a loop turn): what a call over HTTP costs before the gateway does anything."""
     import uvicorn
 
-    from bosun.gateway.coalesce import CoalescingHttpTools
+    from bosun.gateway.transports import http_config
 
-    config = uvicorn.Config(_canned_app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                            lifespan="off", http=CoalescingHttpTools, loop="uvloop", proxy_headers=False)  # fmt: skip
-    uvicorn.Server(config).run()
+    uvicorn.Server(http_config(_canned_app, "127.0.0.1", port, lifespan="off")).run()
+
+
+def canned_path(serve: Callable[[int], None], calls: int, seconds: float) -> Figures:
+    """The figures of a canned server, ``serve(port)`` in a process of its own."""
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
+    server.start()
+    time.sleep(2)
+    try:
+        return http_path(f"http://127.0.0.1:{port}/", {}, "echo", calls, seconds, [server.pid or 0])
+    finally:
+        server.terminate()
 
 
 def install_contextforge() -> Path:
@@ -589,21 +599,9 @@ def main() -> None:
     rows: dict[str, Figures] = {}
     extra: dict[str, str] = {}
     try:
-        port = free_port()
-        canned = multiprocessing.get_context("spawn").Process(target=_canned_process, args=(port,), daemon=True)
-        canned.start()
-        time.sleep(1.5)
         print("load generator ceiling ...", flush=True)
-        rows["load generator alone (canned reply)"] = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls,
-                                                                args.seconds, [canned.pid or 0])  # fmt: skip
-        canned.terminate()
-        port = free_port()
-        canned = multiprocessing.get_context("spawn").Process(target=_uvicorn_canned_process, args=(port,), daemon=True)
-        canned.start()
-        time.sleep(2)
-        floor = http_path(f"http://127.0.0.1:{port}/", {}, "echo", args.calls, args.seconds, [canned.pid or 0])
-        rows["Bosun's uvicorn (canned reply)"] = floor
-        canned.terminate()
+        rows["load generator alone (canned reply)"] = canned_path(_canned_process, args.calls, args.seconds)
+        rows["Bosun's uvicorn (canned reply)"] = canned_path(_uvicorn_canned_process, args.calls, args.seconds)
 
         print("direct ...", flush=True)
         rows["direct, raw stdio"] = asyncio.run(stdio_path(direct, None, "echo", args.calls, args.seconds))

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import uvicorn
@@ -208,6 +208,13 @@ async def serve_metrics(gateway: Gateway, port: int, token: str) -> None:
     await _Embedded(config).serve()
 
 
+def http_config(app: ASGIApp, host: str, port: int, lifespan: Literal["on", "off"] = "on") -> uvicorn.Config:
+    """How the gateway's HTTP face is served (``bench/peers.py`` serves its canned reply the same way)."""
+    # No proxy headers: nothing here reads a client's address, and uvicorn's middleware for them ran on every request.
+    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan=lifespan,
+                          http=CoalescingHttpTools, proxy_headers=False)  # fmt: skip
+
+
 async def serve_http(
     gateway: Gateway,
     server: Server[Any],
@@ -218,10 +225,7 @@ async def serve_http(
     console_token: str | None = None,
 ) -> None:
     app = http_app(gateway, server, host, port, token, allowed_origins or [], console_token)
-    # No proxy headers: nothing here reads a client's address, and uvicorn's middleware for them ran on every request.
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                            http=CoalescingHttpTools, proxy_headers=False)  # fmt: skip
-    uv = _Uvicorn(config)
+    uv = _Uvicorn(http_config(app, host, port))
     state = gateway.home.gateway_file
     state.write_text(json.dumps({"url": f"http://{host}:{port}/mcp", "pid": os.getpid(), "id": gateway.id}))
     try:
