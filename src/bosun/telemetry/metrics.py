@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway: requests and tool calls by outcome, call latency, refusals by the
 rule that made them, screening findings, redactions, and the server containers running and restarted.
 
-Fed from the one place every request is audited (``Gateway._audited``), so a metric can never count
+Fed from the one place every request is audited (``Gateway.audited``), so a metric can never count
 what the audit did not record. Container figures are read from the gateway when scraped, not kept.
 
 The request figures are tallied as plain numbers and handed to the client library only when scraped.
@@ -13,6 +13,7 @@ spends about 300 us a call. Only the event loop's thread counts and scrapes, so 
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -72,26 +73,23 @@ class _Counts:
 class _Latency:
     """Tool call latency by server: a count per bucket (not yet cumulative) and the sum."""
 
-    name = "bosun_tool_call_duration_seconds"
-
     def __init__(self) -> None:
-        self.servers: dict[str, tuple[list[int], list[float]]] = {}
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
 
     def observe(self, server: str, seconds: float) -> None:
-        entry = self.servers.get(server)
-        if entry is None:
-            entry = self.servers[server] = ([0] * (len(_BUCKETS) + 1), [0.0])
-        entry[0][bisect.bisect_left(_BUCKETS, seconds)] += 1  # the first bound at or above: Prometheus' "le"
-        entry[1][0] += seconds
+        counts = self.counts.get(server) or self.counts.setdefault(server, [0] * (len(_BUCKETS) + 1))
+        counts[bisect.bisect_left(_BUCKETS, seconds)] += 1  # the first bound at or above: Prometheus' "le"
+        self.sums[server] = self.sums.get(server, 0.0) + seconds
 
     def family(self) -> Metric:
-        family = HistogramMetricFamily(self.name, "Tool call latency through the gateway", labels=["server"])
-        for server, (counts, total) in self.servers.items():
-            cumulative, running = [], 0
-            for bound, count in zip(_BOUNDS, counts, strict=True):
-                running += count
-                cumulative.append((bound, float(running)))
-            family.add_metric([server], cumulative, total[0])
+        family = HistogramMetricFamily(
+            "bosun_tool_call_duration_seconds", "Tool call latency through the gateway", labels=["server"]
+        )
+        for server, counts in self.counts.items():
+            cumulative = itertools.accumulate(counts)
+            family.add_metric([server], [(b, float(n)) for b, n in zip(_BOUNDS, cumulative, strict=True)],
+                              self.sums[server])  # fmt: skip
         return family
 
 
