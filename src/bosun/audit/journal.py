@@ -22,6 +22,7 @@ then by the chainer chaining it, so others can tell a live journal from one left
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 
 INGEST_EVERY_S = 0.05  # the longest a kept record waits to be passed to the chainer
 SEAL_AT = 1000  # ...or until this many wait: one transaction's worth
-_TICK_S = 0.01
+_RETRY_S = 0.01  # a journal due but not taken (the chainer far behind, or a fault) is offered again this often
+_RECHECK_S = 0.1  # while journals passed are unanswered: how often a chainer gone or an answer lost is noticed
 RESTART_EVERY_S = 1.0  # a chainer that ended is started again, at most this often
 STOP_WAIT_S = 2.0  # for the chainer to end once told to, before it is killed
 UNANSWERED_S = 5.0  # a journal passed this long ago, gone, and not answered for, was chained
@@ -103,6 +105,7 @@ class _ChainerProcess:
         ours.setblocking(False)
         self.socket = ours
         self.ended = False  # its end of the socket is closed: it exited, or is about to
+        self._watching: asyncio.AbstractEventLoop | None = None
 
     @property
     def alive(self) -> bool:
@@ -119,6 +122,12 @@ class _ChainerProcess:
             return False
         return True
 
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (from the running event loop) whenever it has something to say, or has ended."""
+        if self._watching is None and not self.ended:
+            self._watching = asyncio.get_running_loop()
+            self._watching.add_reader(self.socket.fileno(), wake)
+
     def answers(self) -> list[dict[str, Any]]:
         """What it said since last asked."""
         said: list[dict[str, Any]] = []
@@ -131,8 +140,18 @@ class _ChainerProcess:
                 data = b""
             if not data:
                 self.ended = True
+                self._unwatch()  # an ended socket is always readable: watched, it would wake the loop each turn
                 return said
             said.append(json.loads(data))
+
+    def close(self) -> None:
+        self._unwatch()
+        self.socket.close()
+
+    def _unwatch(self) -> None:
+        if self._watching is not None:
+            self._watching.remove_reader(self.socket.fileno())
+            self._watching = None
 
     async def stop(self) -> None:
         """Shut its socket for sending, which ends it once it has chained what it holds (its answers can still
@@ -164,6 +183,7 @@ class Journal:
         self._file: _File | None = None  # opened by the first write after each sealing
         self._passed: dict[str, _File] = {}  # passed to the chainer, not yet chained, oldest first
         self._failing: str | None = None  # why chaining fails, while it does
+        self._wake = asyncio.Event()  # for ``run``: a journal was started or filled, or the chainer spoke
 
     def _open(self) -> _File:
         # Created and locked under a temporary name, then renamed: another process must never find this
@@ -200,6 +220,8 @@ class Journal:
         current.size += written
         current.count += len(records)
         current.chained += chained
+        if current.count == len(records) or current.count >= SEAL_AT:
+            self._wake.set()  # a journal to seal in time, or now
 
     def seal(self) -> bool:
         """Pass the journal written so far to the chainer; False if it cannot take it now (then the journal
@@ -232,7 +254,7 @@ class Journal:
                 self._hear()
                 if (self._file is None or self.seal()) and not self._passed:
                     return True
-                await anyio.sleep(_TICK_S / 10)
+                await anyio.sleep(_RETRY_S / 10)
         return False
 
     async def run(self) -> None:
@@ -241,7 +263,7 @@ class Journal:
         and never ends the gateway: what stays unchained is refused in time (``write``)."""
         faulty = False
         while True:
-            await anyio.sleep(_TICK_S)
+            await self._idle()
             try:
                 self._hear()
                 if self._passed:
@@ -257,6 +279,21 @@ class Journal:
                     log.exception("audit: passing journals to the chainer failed; trying again")
                 faulty, self._failing = True, f"{type(e).__name__}: {e}"
 
+    async def _idle(self) -> None:
+        """Wait for ``run``'s next turn: the open journal due for sealing, the chainer saying something, or
+        (while journals passed are unanswered) a look at whether it is still there. Woken by what happens,
+        not a ticking timer, an idle gateway takes no CPU here: a 10 ms tick cost 14 ms of CPU a second."""
+        current = self._file
+        if current is not None:
+            timeout: float | None = max(current.opened + INGEST_EVERY_S - time.monotonic(), _RETRY_S)
+        else:
+            timeout = _RECHECK_S if self._passed else None
+        if self._chainer is not None:
+            self._chainer.watch(self._wake.set)
+        with anyio.move_on_after(timeout):
+            await self._wake.wait()
+        self._wake.clear()
+
     def _running(self) -> _ChainerProcess | None:
         """The chainer, started (again) if it is not running; None while it cannot be."""
         chainer = self._chainer
@@ -267,7 +304,7 @@ class Journal:
         self._started = time.monotonic()
         if chainer is not None:
             self._hear()  # its last words
-            chainer.socket.close()
+            chainer.close()
             log.warning("audit: the chainer process ended (exit code %s); starting another", chainer.end())
         try:
             chainer = self._chainer = _ChainerProcess(self._db)
@@ -334,7 +371,7 @@ class Journal:
             if self._chainer is not None:
                 await self._chainer.stop()
                 self._hear()
-                self._chainer.socket.close()
+                self._chainer.close()
         if self._file is not None:
             os.close(self._file.fd)
         for left in [*self._passed.values(), *([self._file] if self._file else [])]:
@@ -392,7 +429,7 @@ def read_journal(fd: int, path: Path) -> list[dict[str, Any]]:
     fields = _fields(lines[0] if len(lines) > 1 else b"")
     payloads = []
     for number, line in enumerate(lines[1:-1], 2):
-        row = json.loads(line)
+        row = pydantic_core.from_json(line)  # a third of json.loads' time, a line; the chainer reads every one
         if not isinstance(row, list) or len(row) != len(fields):
             raise ValueError(f"line {number} is not an audit record")
         payload = _payload(row, fields)

@@ -87,6 +87,7 @@ class Wire:
         self._ids = itertools.count(1)
         self._waiting: dict[str, _Waiting] = {}
         self._closed: str | None = None
+        self._busy = asyncio.Event()  # set when a request starts waiting: ``expire_overdue`` sleeps until then
 
     async def request(
         self, method: str, params: dict[str, Any], progress: ProgressFnT | None = None,
@@ -97,6 +98,8 @@ class Wire:
         if self._closed:
             raise UpstreamError(self._closed)
         request_id = f"bosun-{next(self._ids)}"
+        if not self._waiting:
+            self._busy.set()
         waiting = self._waiting[request_id] = _Waiting(progress=progress)
         meta: dict[str, Any] = {"progressToken": request_id} if progress is not None else {}
         if timeout_s:
@@ -176,10 +179,13 @@ class Wire:
         return False
 
     async def expire_overdue(self) -> None:
-        """Wake the requests whose time is up, looked for a few times a second: per request that costs a
-        clock reading, where a timer handle each (or a cancel scope, see ``lane._Cancellable``) cost 2.3 us
-        and more, for a timeout that seldom comes."""
+        """Wake the requests whose time is up, looked for a few times a second while any waits: per request
+        that costs a clock reading, where a timer handle each (or a cancel scope, see ``lane._Cancellable``)
+        cost 2.3 us and more, for a timeout that seldom comes."""
         while True:
+            if not self._waiting:
+                self._busy.clear()
+                await self._busy.wait()
             await anyio.sleep(_EXPIRY_CHECK_S)
             now = time.monotonic()
             for waiting in self._waiting.values():
