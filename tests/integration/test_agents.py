@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import jwt
 from _util import audit_log, open_session, post, run_bosun
 from conftest import HttpGateway, start_http_gateway
@@ -30,9 +31,15 @@ def test_tokens_name_agents_and_sessions_stay_theirs(http_gateway: HttpGateway) 
     assert post(http_gateway, alice, CALL, **{"mcp-session-id": sid}).status_code == 200
     stolen = post(http_gateway, bob, CALL, **{"mcp-session-id": sid})
     assert stolen.status_code == 403 and "belongs to another agent" in stolen.text
+    # Nor with the id twice, hers first and his own last: the session checked is the one that would be served.
+    bob_sid = open_session(http_gateway, bob)
+    twice = httpx.post(http_gateway.url, json=CALL, timeout=60, headers=[
+        ("authorization", f"Bearer {bob}"), ("accept", "application/json, text/event-stream"),
+        ("mcp-session-id", sid), ("mcp-session-id", bob_sid),
+    ])  # fmt: skip
+    assert twice.status_code == 403 and "belongs to another agent" in twice.text
 
     # A client cannot claim another agent by header: the gateway sets it from the token.
-    bob_sid = open_session(http_gateway, bob)
     assert post(http_gateway, bob, CALL, **{"mcp-session-id": bob_sid, "x-bosun-agent": "alice"}).status_code == 200
     calls = [r for r in audit_log(home).records() if r.kind == "tools/call"]
     assert [r.agent for r in calls] == ["alice", "bob"]

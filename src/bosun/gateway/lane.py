@@ -59,7 +59,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 SESSION_IDLE_S = 1800.0  # as the SDK's default: a session with nothing in flight for this long is ended
 SECURE_CAP = 256  # distinct (Content-Type, Host, Origin) whose security verdict is kept
 MAX_BODY = 4 * 1024 * 1024  # a larger POST is not the hot path: the SDK takes it (and its own limit applies)
-_AGENT = b"x-bosun-agent"  # set by BearerAuth, which runs first
+AGENT_HEADER = b"x-bosun-agent"  # the agent the bearer token names, set by BearerAuth (a client's own is dropped)
+HEADERS = "bosun.headers"  # a scope key: the request's headers as BearerAuth read them (``first_headers``)
 STDIO_CLIENT = "local"  # the one client of a stdio gateway, as the gateway keys its sessions, flows and log levels
 
 
@@ -197,10 +198,12 @@ class LaneSession:
         return True
 
 
-def _headers(scope: Scope) -> dict[bytes, str]:
-    """The request's headers, read once per request (names arrive lowercased in ASGI); of a repeated one,
-    the first, as Starlette's ``Headers.get`` (and so the SDK) reads it."""
-    return {key: value.decode("latin-1") for key, value in reversed(scope["headers"])}
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """A request's headers by name (names arrive lowercased in ASGI); of a repeated one, the first, as
+    Starlette's ``Headers.get`` (and so the SDK) reads it. Every check of a request must read the same
+    value the handler acts on: a session id checked as the last header but served as the first would
+    let one agent's token use another agent's session."""
+    return dict(reversed(scope["headers"]))
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message], bool]:
@@ -249,8 +252,8 @@ class Lane:
         self.idle_s = idle_s
         self.sessions: dict[str, LaneSession] = {}
         self._security = TransportSecurityMiddleware(security)
-        self._secure: dict[tuple[str | None, ...], bool] = {}  # the security check's verdicts, by what it reads
-        self._host = ""  # a Host header the SDK accepts, learned from traffic, for the DELETEs that end idle sessions
+        self._secure: dict[tuple[bytes | None, ...], bool] = {}  # the security check's verdicts, by what it reads
+        self._host = b""  # a Host header the SDK accepts, learned from traffic, for the DELETEs that end idle sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -259,8 +262,8 @@ class Lane:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
-        session_id = headers.get(b"mcp-session-id", "")
+        headers: dict[bytes, bytes] = scope.get(HEADERS) or first_headers(scope)
+        session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")
         session = self.sessions.get(session_id)
         if session is not None:
             session.in_flight += 1
@@ -284,7 +287,7 @@ class Lane:
     # -- the lane ---------------------------------------------------------------------------------
 
     async def _take(
-        self, session: LaneSession, message: dict[str, Any], scope: Scope, headers: dict[bytes, str], send: Send
+        self, session: LaneSession, message: dict[str, Any], scope: Scope, headers: dict[bytes, bytes], send: Send
     ) -> bool:
         """Serve ``message`` here if it is the lane's; False to leave it to the SDK."""
         if _settle(session, message):
@@ -293,11 +296,11 @@ class Lane:
         params = _tool_call(message)
         if params is None or not await self._fits(scope, headers):
             return False
-        agent = headers.get(_AGENT) or "unauthenticated"
+        agent = headers.get(AGENT_HEADER, b"unauthenticated").decode()
         await self._call(session, message["id"], params, _meta(message), agent, send)
         return True
 
-    async def _fits(self, scope: Scope, headers: dict[bytes, str]) -> bool:
+    async def _fits(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         """The checks the SDK's transport makes of a POST (Host, Origin, Content-Type, Accept, protocol
         version); a request failing any is left to the SDK, which refuses it in its own words."""
         # The SDK's check reads only these three headers, so its verdict on them is kept rather than asked
@@ -311,12 +314,12 @@ class Lane:
             self._secure[key] = secure
         if not secure:
             return False
-        accept = headers.get(b"accept", "")
-        version = headers.get(b"mcp-protocol-version", "")
-        if version and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        accept = headers.get(b"accept", b"")
+        version = headers.get(b"mcp-protocol-version")
+        if version and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS:
             return False
-        self._host = headers.get(b"host", "") or self._host
-        return "text/event-stream" in accept and ("application/json" in accept or "*/*" in accept)
+        self._host = headers.get(b"host") or self._host
+        return b"text/event-stream" in accept and (b"application/json" in accept or b"*/*" in accept)
 
     async def _call(
         self, session: LaneSession, request_id: types.RequestId, params: types.CallToolRequestParams,
@@ -376,7 +379,7 @@ class Lane:
     async def _end(self, session_id: str) -> None:
         """End a session in the SDK as its client would, with a DELETE."""
         self.sessions.pop(session_id, None)
-        headers = [(b"host", self._host.encode()), (b"mcp-session-id", session_id.encode())]
+        headers = [(b"host", self._host), (b"mcp-session-id", session_id.encode())]
         scope = {"type": "http", "method": "DELETE", "path": self.path, "raw_path": self.path.encode(),
                  "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
                  "root_path": "", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0)}  # fmt: skip

@@ -21,9 +21,8 @@ import bosun
 from bosun.gateway.agents import OPERATOR
 from bosun.gateway.core import Gateway
 from bosun.gateway.downstream import Downstream
-from bosun.gateway.lane import STDIO_CLIENT
+from bosun.gateway.lane import AGENT_HEADER, STDIO_CLIENT
 from bosun.gateway.names import Naming
-from bosun.gateway.transports import AGENT_HEADER
 
 log = logging.getLogger("bosun.gateway")
 

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bosun.gateway.agents import OPERATOR, Directory, token_hash
 from bosun.gateway.coalesce import CoalescingHttpTools
 from bosun.gateway.core import Gateway
-from bosun.gateway.lane import Lane, StdioLane
+from bosun.gateway.lane import AGENT_HEADER, HEADERS, Lane, StdioLane, first_headers
 from bosun.gateway.stdio import pipe_stdio
 from bosun.telemetry.metrics import CONTENT_TYPE
 
@@ -52,9 +52,6 @@ async def serve_stdio(server: Server[Any], lane: StdioLane | None = None) -> Non
         async with pipe_stdio(lane) as (read, write):
             await server.run(read, write, _init_options(server))
         tg.cancel_scope.cancel()
-
-
-AGENT_HEADER = b"x-bosun-agent"
 
 
 class BearerAuth:
@@ -85,9 +82,9 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        bearer = headers.get(b"authorization", b"").decode(errors="replace")
-        agent = self._authenticate(bearer[7:]) if bearer.startswith("Bearer ") else None
+        headers = first_headers(scope)
+        bearer = headers.get(b"authorization", b"")
+        agent = self._authenticate(bearer[7:].decode(errors="replace")) if bearer.startswith(b"Bearer ") else None
         if agent is None:
             hint = "send Authorization: Bearer <an agent's token, or BOSUN_HOME/gateway.token>"
             await self._refuse(scope, receive, send, 401, "unauthorized", hint)
@@ -100,8 +97,12 @@ class BearerAuth:
             return
         if session and scope["method"] == "DELETE":
             self._sessions.pop(session, None)
-        scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != AGENT_HEADER] + [(AGENT_HEADER, agent.encode())]
+        raw = scope["headers"]
+        if AGENT_HEADER in headers:
+            raw = [(k, v) for k, v in raw if k != AGENT_HEADER]
+        headers[AGENT_HEADER] = agent.encode()
+        # The headers go on read (the lane's, saving it a second reading) and as a list with the agent's (the SDK's).
+        scope = {**scope, "headers": [*raw, (AGENT_HEADER, headers[AGENT_HEADER])], HEADERS: headers}
 
         if session is not None:
             await self.app(scope, receive, send)
