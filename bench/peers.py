@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -435,11 +436,25 @@ def canned_path(serve: Callable[[int], None], calls: int, seconds: float) -> Fig
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
     server.start()
-    time.sleep(2)
     try:
+        _accepting(port, server)
         return http_path(f"http://127.0.0.1:{port}/", {}, "echo", calls, seconds, [server.pid or 0])
     finally:
         server.terminate()
+
+
+def _accepting(port: int, server: multiprocessing.process.BaseProcess, timeout_s: float = 60) -> None:
+    """Return once ``server`` accepts connections on ``port``. A fixed wait of 2 s was once too short: a
+    spawned process importing uvicorn and the gateway's transports on a busy machine."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if not server.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the canned server did not accept connections on port {port}") from None
+            time.sleep(0.05)
 
 
 def install_contextforge() -> Path:
